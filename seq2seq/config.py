@@ -1,0 +1,351 @@
+"""Typed experiment configuration: the one place where user settings are validated.
+
+A YAML file maps onto nested frozen dataclasses. Every key has the same name as the
+constructor argument it feeds. Unknown keys, wrong types and out-of-range values raise
+ConfigError naming the dotted key path, before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in a config file or a --set override; the message names the key."""
+
+
+def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+         min_exclusive: bool = False) -> Any:
+    """A dataclass field carrying its help text and numeric range (for validation and docs)."""
+    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    src_lang: str = _opt("en", "source language code; files are PREFIX.SRC_LANG")
+    tgt_lang: str = _opt("de", "target language code; files are PREFIX.TGT_LANG")
+    train: str = _opt("data/multi30k/train", "path prefix of the training files (relative to the working directory)")
+    valid: str = _opt("data/multi30k/val", "path prefix of the validation files")
+    test: Optional[str] = _opt("data/multi30k/test_2016_flickr", "path prefix of a test set (used by scripts), or null")
+    max_src_len: int = _opt(100, "training pairs whose source has more pieces are dropped (and counted)", min=1)
+    max_tgt_len: int = _opt(100, "training pairs whose target has more pieces are dropped (and counted)", min=1)
+    skip_invalid_utf8: bool = _opt(False, "skip (and count) lines that are not UTF-8 instead of stopping")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    joint: bool = _opt(True, "one SentencePiece model over both languages (needed for share_embeddings)")
+    vocab_size: int = _opt(8000, "pieces per SentencePiece model", min=8)
+    model_type: Literal["bpe", "unigram"] = _opt("bpe", "SentencePiece algorithm")
+    character_coverage: float = _opt(1.0, "share of characters the model must cover", min=0.9, max=1.0)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    cell: Literal["lstm", "gru"] = _opt("lstm", "recurrent cell")
+    emb_size: int = _opt(256, "source embedding size", min=1)
+    hidden_size: int = _opt(256, "units per direction (a bidirectional encoder outputs 2 * hidden_size)", min=1)
+    num_layers: int = _opt(1, "stacked recurrent layers", min=1)
+    bidirectional: bool = _opt(True, "read the source in both directions")
+    dropout: float = _opt(0.3, "dropout on embeddings, between layers and on the outputs", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    cell: Literal["lstm", "gru"] = _opt("lstm", "recurrent cell")
+    emb_size: int = _opt(256, "target embedding size", min=1)
+    hidden_size: int = _opt(512, "decoder units (also the size of the attentional vector)", min=1)
+    num_layers: int = _opt(1, "stacked recurrent layers", min=1)
+    attention: Literal["additive", "dot", "general"] = _opt(
+        "additive", "additive (Bahdanau/MLP), dot or general (Luong)")
+    input_feeding: bool = _opt(True, "feed the previous attentional vector into the next step")
+    init: Literal["bridge", "zeros"] = _opt("bridge", "initial state: learned bridge from the encoder, or zeros")
+    dropout: float = _opt(0.3, "dropout on embeddings, between layers and before the output layer", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    share_embeddings: bool = _opt(False, "one embedding matrix for source and target (needs tokenizer.joint)")
+    tie_embeddings: bool = _opt(False, "decoder output layer reuses the target embedding (needs emb_size == hidden_size)")
+    init: Literal["xavier_uniform", "uniform"] = _opt("xavier_uniform", "initialisation of weight matrices")
+    rnn_init: Literal["xavier_uniform", "orthogonal"] = _opt(
+        "xavier_uniform", "initialisation of recurrent (hidden-to-hidden) weights")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    seed: int = _opt(1, "seed for initialisation, shuffling and dropout")
+    device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto picks CUDA when present")
+    num_threads: Optional[int] = _opt(None, "CPU threads for torch (null: torch's default)", min=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = _opt("adam", "optimizer")
+    lr: float = _opt(1e-3, "learning rate", min=0.0, min_exclusive=True)
+    betas: list = _opt([0.9, 0.999], "Adam/AdamW betas")
+    momentum: float = _opt(0.9, "SGD momentum", min=0.0, max=1.0)
+    weight_decay: float = _opt(0.0, "L2 penalty (decoupled for adamw)", min=0.0)
+    clip_norm: Optional[float] = _opt(1.0, "gradient-norm clipping threshold, or null for none", min=0.0,
+                                      min_exclusive=True)
+    loss_normalization: Literal["tokens", "sentences"] = _opt(
+        "tokens", "divide the summed loss of a batch by its target tokens or by its sentences")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", min=0.0, max=1.0)
+    scheduler: Literal["constant", "plateau"] = _opt("constant", "learning-rate schedule")
+    plateau_factor: float = _opt(0.5, "plateau: multiply the rate by this on a plateau", min=0.0, max=1.0,
+                                 min_exclusive=True)
+    plateau_patience: int = _opt(2, "plateau: validations without improvement before decaying", min=0)
+    min_lr: float = _opt(1e-6, "plateau: lower bound of the rate", min=0.0)
+    batch_tokens: Optional[int] = _opt(None, "token budget per batch: sentences * longest side (null: no budget)",
+                                       min=1)
+    batch_size: Optional[int] = _opt(64, "maximum sentences per batch (null: only the token budget)", min=1)
+    accum_steps: int = _opt(1, "batches whose gradients are summed into one update", min=1)
+    max_epochs: int = _opt(30, "stop after this many epochs", min=1)
+    max_steps: Optional[int] = _opt(None, "stop after this many updates (null: no limit)", min=1)
+    max_minutes: Optional[float] = _opt(None, "stop after this many minutes of training, validation not counted (null: no limit)", min=0.0,
+                                        min_exclusive=True)
+    valid_every: int = _opt(1000, "validate every N updates (and at the end of each epoch)", min=1)
+    valid_at_epoch_end: bool = _opt(True, "also validate at the end of each epoch")
+    log_every: int = _opt(100, "write a training line to train.log every N updates", min=1)
+    early_stop_metric: Literal["bleu", "chrf", "loss"] = _opt("bleu", "validation metric for best/early stopping")
+    patience: Optional[int] = _opt(10, "stop after N validations without improvement (null: never)", min=1)
+    keep_best: int = _opt(3, "how many best checkpoints to keep besides best.pt and last.pt", min=0)
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    beam_size: int = _opt(5, "beam width for translate (1 is greedy)", min=1)
+    valid_beam_size: int = _opt(1, "beam width used for validation BLEU (1 is greedy)", min=1)
+    length_penalty: float = _opt(1.0, "GNMT length-penalty exponent alpha (0 ranks by raw log-probability)",
+                                 min=0.0)
+    max_len_ratio: float = _opt(2.0, "output pieces at most max_len_ratio * source pieces + max_len_offset",
+                                min=0.0)
+    max_len_offset: int = _opt(10, "see max_len_ratio", min=1)
+    batch_size: int = _opt(64, "sentences per decoding batch", min=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of: " + ", ".join(str(a) for a in typing.get_args(tp))
+    if isinstance(tp, type):
+        return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+                "list": "a list"}.get(tp.__name__, tp.__name__)
+    return str(tp)
+
+
+def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(path, args[0], value, meta)
+    if value is None:
+        raise ConfigError(f"{path}: null is not allowed, expected {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path}: {value!r} is not one of: {', '.join(str(a) for a in allowed)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    elif tp is list:
+        if not isinstance(value, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{path}: expected a list of numbers, got {value!r}")
+        return [float(v) for v in value]
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
+        relation = "greater than" if meta.get("min_exclusive") else "at least"
+        raise ConfigError(f"{path}: must be {relation} {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{path}: must be at most {hi}, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    """Build dataclass `cls` from a mapping, checking every key against its type."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        where = path or "config"
+        raise ConfigError(f"{where}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            key_path = f"{path}.{key}" if path else str(key)
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f", did you mean {close[0]}?" if close else f" (known keys: {', '.join(fields)})"
+            raise ConfigError(f"{key_path}: unknown key{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key_path = f"{path}.{name}" if path else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, raw[name], key_path)
+        else:
+            values[name] = _check_value(key_path, tp, raw[name], dict(f.metadata))
+    return cls(**values)
+
+
+def _cross_check(cfg: Config) -> None:
+    """Rules that involve more than one key."""
+    m, t = cfg.model, cfg.training
+    if m.share_embeddings:
+        if not cfg.tokenizer.joint:
+            raise ConfigError("model.share_embeddings: needs tokenizer.joint: true (one vocabulary for both sides)")
+        if m.encoder.emb_size != m.decoder.emb_size:
+            raise ConfigError("model.share_embeddings: needs model.encoder.emb_size == model.decoder.emb_size "
+                              f"(got {m.encoder.emb_size} and {m.decoder.emb_size})")
+    if m.tie_embeddings and m.decoder.emb_size != m.decoder.hidden_size:
+        raise ConfigError("model.tie_embeddings: needs model.decoder.emb_size == model.decoder.hidden_size "
+                          f"(got {m.decoder.emb_size} and {m.decoder.hidden_size})")
+    enc_out = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)
+    if m.decoder.attention == "dot" and enc_out != m.decoder.hidden_size:
+        raise ConfigError("model.decoder.attention: 'dot' needs the encoder output size "
+                          f"({enc_out}) to equal model.decoder.hidden_size ({m.decoder.hidden_size}); "
+                          "use 'general' or 'additive'")
+    if t.batch_tokens is None and t.batch_size is None:
+        raise ConfigError("training.batch_tokens: set batch_tokens, batch_size or both")
+    if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
+        raise ConfigError(f"training.betas: expected two numbers in [0, 1), got {t.betas!r}")
+    if cfg.data.src_lang == cfg.data.tgt_lang:
+        raise ConfigError("data.tgt_lang: must differ from data.src_lang")
+
+
+def config_from_dict(raw: Any) -> Config:
+    """Validate a nested mapping (as read from YAML) into a Config."""
+    cfg = _build(Config, raw, "")
+    _cross_check(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split 'a.b.c=value' into a key path and a YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    key, _, value = text.partition("=")
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {text!r}: empty key in {key!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{key}: value {value!r} is not valid YAML ({e.__class__.__name__})") from None
+    return keys, parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of `raw` with each 'a.b=value' override set."""
+    import copy
+    raw = copy.deepcopy(raw) if raw else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for i, k in enumerate(keys[:-1]):
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(keys[:i + 1])}: is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> Config:
+    """Read YAML from `path` (or start from defaults), apply --set overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    return config_from_dict(apply_overrides(raw, list(overrides)))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def defaults_yaml() -> str:
+    """The full default config as YAML with each key's help as a comment (the config reference)."""
+    lines: list[str] = []
+
+    def walk(cls: type, indent: str) -> None:
+        hints = typing.get_type_hints(cls)
+        instance = cls()
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                lines.append(f"{indent}{f.name}:")
+                walk(tp, indent + "  ")
+                continue
+            value = yaml.safe_dump(getattr(instance, f.name), default_flow_style=True).strip()
+            value = value.removesuffix("\n...").removesuffix("...").strip()
+            comment = f.metadata.get("help", "")
+            if typing.get_origin(tp) is Literal:
+                comment += f" [{' | '.join(str(a) for a in typing.get_args(tp))}]"
+            lines.append(f"{indent}{f.name}: {value}  # {comment}")
+
+    walk(Config, "")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,137 @@
+"""Attention decoder with explicit state, stepped one target position at a time.
+
+The decoder never keeps state inside the module: `step` takes a DecoderState and returns a
+new one, and search reorders states with `select`. Teacher-forced training runs the same
+step function, but computes everything that does not depend on the recurrence (embeddings
+and their share of the first layer's gates, the output layer) for all positions at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import build_attention
+from .encoder import EncoderOutput
+from .tokenizer import PAD
+
+
+@dataclass
+class Memory:
+    """What the decoder attends to; fixed for a sentence."""
+    states: torch.Tensor  # (batch, src_len, memory_size) encoder outputs
+    keys: torch.Tensor    # (batch, src_len, key_size) states as projected by the attention
+    mask: torch.Tensor    # (batch, src_len) True at real tokens
+
+    def select(self, index: torch.Tensor) -> "Memory":
+        return Memory(self.states.index_select(0, index), self.keys.index_select(0, index),
+                      self.mask.index_select(0, index))
+
+
+@dataclass
+class DecoderState:
+    h: tuple[torch.Tensor, ...]            # per layer (batch, hidden)
+    c: Optional[tuple[torch.Tensor, ...]]  # per layer (batch, hidden); LSTM only
+    feed: Optional[torch.Tensor]           # (batch, hidden) last attentional vector (input feeding)
+
+    def select(self, index: torch.Tensor) -> "DecoderState":
+        pick = lambda ts: None if ts is None else tuple(t.index_select(0, index) for t in ts)  # noqa: E731
+        return DecoderState(pick(self.h), pick(self.c),
+                            None if self.feed is None else self.feed.index_select(0, index))
+
+
+class Decoder(nn.Module):
+    def __init__(self, *, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int, cell: str,
+                 attention: str, memory_size: int, input_feeding: bool, init: str, dropout: float):
+        super().__init__()
+        self.cell_type = cell
+        self.emb_size = emb_size
+        self.hidden_size = hidden_size
+        self.input_feeding = input_feeding
+        self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=PAD)
+        cell_cls = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
+        first_input = emb_size + (hidden_size if input_feeding else 0)
+        # The cells only hold the weights (same layout as torch's); the step does the math,
+        # so that the embedding share of the first layer can be computed for all steps at once.
+        self.cells = nn.ModuleList(
+            [cell_cls(first_input if i == 0 else hidden_size, hidden_size) for i in range(num_layers)])
+        self.attention = build_attention(attention, query_size=hidden_size, key_size=memory_size)
+        self.combine = nn.Linear(hidden_size + memory_size, hidden_size)
+        self.output = nn.Linear(hidden_size, vocab_size)
+        self.dropout = nn.Dropout(dropout)
+        self.bridge_h = nn.Linear(memory_size, num_layers * hidden_size) if init == "bridge" else None
+        self.bridge_c = (nn.Linear(memory_size, num_layers * hidden_size)
+                         if init == "bridge" and cell == "lstm" else None)
+
+    # -- set-up per sentence --------------------------------------------------------------
+
+    def make_memory(self, enc: EncoderOutput) -> Memory:
+        return Memory(enc.states, self.attention.project_keys(enc.states), enc.mask)
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        batch, layers = enc.states.size(0), len(self.cells)
+        if self.bridge_h is not None:
+            h = torch.tanh(self.bridge_h(enc.final_h)).chunk(layers, dim=-1)
+            c = None
+            if self.cell_type == "lstm":
+                source = enc.final_c if enc.final_c is not None else enc.final_h
+                c = torch.tanh(self.bridge_c(source)).chunk(layers, dim=-1)
+        else:
+            zeros = enc.states.new_zeros(batch, self.hidden_size)
+            h = (zeros,) * layers
+            c = (zeros,) * layers if self.cell_type == "lstm" else None
+        feed = enc.states.new_zeros(batch, self.hidden_size) if self.input_feeding else None
+        return DecoderState(tuple(h), None if c is None else tuple(c), feed)
+
+    # -- one step ---------------------------------------------------------------------------
+
+    def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The embedding's share of the first layer's input gates: (..., gates * hidden)."""
+        emb = self.dropout(self.embed(tokens))
+        cell = self.cells[0]
+        return F.linear(emb, cell.weight_ih[:, :self.emb_size], cell.bias_ih)
+
+    def _advance(self, emb_gates: torch.Tensor, state: DecoderState, memory: Memory):
+        """One decoder step from precomputed embedding gates (batch, gates * hidden)."""
+        gi = emb_gates
+        if self.input_feeding:
+            gi = gi + F.linear(state.feed, self.cells[0].weight_ih[:, self.emb_size:])
+        new_h, new_c = [], []
+        for layer, cell in enumerate(self.cells):
+            if layer > 0:
+                gi = F.linear(self.dropout(new_h[-1]), cell.weight_ih, cell.bias_ih)
+            gh = F.linear(state.h[layer], cell.weight_hh, cell.bias_hh)
+            if state.c is not None:
+                i, f, g, o = (gi + gh).chunk(4, dim=-1)
+                c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                new_c.append(c)
+            else:
+                i_r, i_z, i_n = gi.chunk(3, dim=-1)
+                h_r, h_z, h_n = gh.chunk(3, dim=-1)
+                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+                h = torch.lerp(torch.tanh(i_n + r * h_n), state.h[layer], z)
+            new_h.append(h)
+        query = new_h[-1]  # (batch, hidden)
+        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
+        att = self.dropout(torch.tanh(self.combine(torch.cat([query, context], dim=-1))))  # (batch, hidden)
+        new_state = DecoderState(tuple(new_h), tuple(new_c) if state.c is not None else None,
+                                 att if self.input_feeding else None)
+        return att, new_state, weights
+
+    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
+        """prev: (batch,) last tokens -> log-probs (batch, vocab), new state, attention (batch, src_len)."""
+        att, state, weights = self._advance(self._embed_gates(prev), state, memory)
+        return torch.log_softmax(self.output(att), dim=-1), state, weights
+
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
+        """Teacher forcing: tgt_in (batch, tgt_len) -> logits (batch, tgt_len, vocab)."""
+        emb_gates = self._embed_gates(tgt_in)  # (batch, tgt_len, gates * hidden)
+        outputs = []
+        for t in range(tgt_in.size(1)):
+            att, state, _ = self._advance(emb_gates[:, t], state, memory)
+            outputs.append(att)
+        return self.output(torch.stack(outputs, dim=1))  # one projection for all steps

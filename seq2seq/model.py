@@ -1,0 +1,82 @@
+"""The encoder-decoder, and `build_model`: the only place that reads the model config."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .decoder import Decoder, DecoderState, Memory
+from .encoder import Encoder
+from .tokenizer import PAD
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, encoder: Encoder, decoder: Decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[Memory, DecoderState]:
+        """Encode a batch: the memory to attend to and the decoder's initial state."""
+        enc = self.encoder(src, src_lengths)
+        return self.decoder.make_memory(enc), self.decoder.init_state(enc)
+
+    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
+        """One decoding step: (batch,) tokens -> (batch, vocab) log-probs, state, (batch, src_len) attention."""
+        return self.decoder.step(prev, state, memory)
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (batch, tgt_len, vocab)."""
+        memory, state = self.start(src, src_lengths)
+        return self.decoder(tgt_in, state, memory)
+
+
+def init_weights(model: nn.Module, *, init: str, rnn_init: str) -> None:
+    for name, p in model.named_parameters():
+        if p.dim() == 1:
+            nn.init.zeros_(p)
+        elif rnn_init == "orthogonal" and "weight_hh" in name:
+            gates = p.size(0) // p.size(1)  # one orthogonal block per gate
+            for chunk in p.data.chunk(gates, dim=0):
+                nn.init.orthogonal_(chunk)
+        elif init == "uniform":
+            nn.init.uniform_(p, -0.1, 0.1)
+        else:
+            nn.init.xavier_uniform_(p)
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
+def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    e, d = cfg.encoder, cfg.decoder
+    encoder = Encoder(vocab_size=src_vocab_size, emb_size=e.emb_size, hidden_size=e.hidden_size,
+                      num_layers=e.num_layers, cell=e.cell, bidirectional=e.bidirectional, dropout=e.dropout)
+    decoder = Decoder(vocab_size=tgt_vocab_size, emb_size=d.emb_size, hidden_size=d.hidden_size,
+                      num_layers=d.num_layers, cell=d.cell, attention=d.attention,
+                      memory_size=encoder.output_size, input_feeding=d.input_feeding, init=d.init,
+                      dropout=d.dropout)
+    model = Seq2Seq(encoder, decoder)
+    init_weights(model, init=cfg.init, rnn_init=cfg.rnn_init)
+    if cfg.share_embeddings:
+        if src_vocab_size != tgt_vocab_size:
+            raise ValueError("share_embeddings needs one joint vocabulary")
+        decoder.embed = encoder.embed
+    if cfg.tie_embeddings:
+        decoder.output.weight = decoder.embed.weight
+    return model
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    # Tied weights appear once in parameters(), so they are counted once.
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)

@@ -1,0 +1,135 @@
+"""Greedy and beam search, batched over sentences and beams.
+
+Written only against the decoding contract of a model:
+    memory, state = model.start(src, src_lengths)
+    log_probs, state, attention = model.step(prev_tokens, state, memory)
+    memory.select(index), state.select(index)
+so any model with these four operations can be searched. Sentences that finish leave the
+batch, so no work is spent on them afterwards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .tokenizer import BOS, EOS
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]   # output pieces, without BOS and EOS
+    score: float        # log-probability divided by the length penalty
+    log_prob: float     # summed log-probability, EOS included
+
+
+def length_penalty(length: int | torch.Tensor, alpha: float):
+    """GNMT length penalty ((5 + length) / 6) ** alpha; length counts EOS."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
+    """Most output pieces (EOS included) allowed per sentence: ratio * source + offset."""
+    return (src_lengths.float() * ratio).long() + offset
+
+
+@torch.no_grad()
+def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
+                  alpha: float = 0.0) -> list[list[Hypothesis]]:
+    """Pick the most likely piece at every step. Returns one hypothesis per sentence."""
+    batch = src.size(0)
+    device = src.device
+    memory, state = model.start(src, src_lengths)
+    max_lengths = max_lengths.to(device)
+    steps = int(max_lengths.max())
+    tokens = torch.full((batch, steps), EOS, dtype=torch.long, device=device)
+    log_probs = torch.zeros(batch, device=device)
+    lengths = torch.full((batch,), steps, dtype=torch.long, device=device)
+    active = torch.arange(batch, device=device)  # original rows still decoding
+    prev = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    for t in range(steps):
+        lp, state, _ = model.step(prev, state, memory)  # (active, vocab)
+        best = lp.argmax(dim=-1)
+        best = torch.where(t >= max_lengths[active] - 1, torch.full_like(best, EOS), best)
+        log_probs[active] += lp.gather(1, best.unsqueeze(1)).squeeze(1)
+        tokens[active, t] = best
+        done = best == EOS
+        if done.any():
+            lengths[active[done]] = t + 1
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            active, best = active[keep], best[keep]
+            memory, state = memory.select(keep), state.select(keep)
+        prev = best
+    results = []
+    for row, length, total in zip(tokens.tolist(), lengths.tolist(), log_probs.tolist()):
+        results.append([Hypothesis(row[:length - 1], total / length_penalty(length, alpha), total)])
+    return results
+
+
+@torch.no_grad()
+def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_size: int,
+                max_lengths: torch.Tensor, alpha: float = 1.0, nbest: int = 1) -> list[list[Hypothesis]]:
+    """Beam search with a GNMT length penalty. Returns the `nbest` best hypotheses per sentence,
+    best first. A sentence is done when it has `beam_size` finished hypotheses or reaches its
+    maximum length (where EOS is forced)."""
+    if nbest > beam_size:
+        raise ValueError(f"nbest ({nbest}) cannot exceed beam_size ({beam_size})")
+    batch, k = src.size(0), beam_size
+    device = src.device
+    memory, state = model.start(src, src_lengths)
+    expand = torch.arange(batch, device=device).repeat_interleave(k)
+    memory, state = memory.select(expand), state.select(expand)
+    max_lengths = max_lengths.to(device)
+    active = torch.arange(batch, device=device)  # original sentence of each active row group
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
+    prev = torch.full((batch * k,), BOS, dtype=torch.long, device=device)
+    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for t in range(int(max_lengths.max())):
+        n = active.numel()
+        lp, state, _ = model.step(prev, state, memory)
+        vocab = lp.size(-1)
+        lp = lp.view(n, k, vocab)
+        forced = t >= max_lengths[active] - 1  # (n,) sentences that must end now
+        if forced.any():
+            only_eos = torch.full((vocab,), float("-inf"), device=device)
+            only_eos[EOS] = 0.0
+            lp = torch.where(forced.view(n, 1, 1), lp + only_eos, lp)
+        cand = (scores.unsqueeze(-1) + lp).view(n, k * vocab)
+        top_scores, top_ids = cand.topk(min(2 * k, k * vocab), dim=-1)  # (n, 2k)
+        parent, token = top_ids // vocab, top_ids % vocab
+        is_eos = token == EOS
+
+        # EOS among the k best candidates ends a hypothesis.
+        ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
+        if ended.any():
+            for i, j in ended.nonzero().tolist():
+                sent = finished[int(active[i])]
+                if len(sent) < k:
+                    total = float(top_scores[i, j])
+                    seq = history[i * k + int(parent[i, j])].tolist()
+                    sent.append(Hypothesis(seq, total / length_penalty(len(seq) + 1, alpha), total))
+
+        # The k best candidates that did not end continue (EOS ones rank last).
+        width = top_scores.size(1)
+        rank = is_eos.long() * width + torch.arange(width, device=device)
+        pick = rank.topk(k, dim=-1, largest=False).indices  # (n, k), in score order
+        new_scores = top_scores.gather(1, pick).masked_fill(is_eos.gather(1, pick), float("-inf"))
+        new_parent = parent.gather(1, pick) + (torch.arange(n, device=device) * k).unsqueeze(1)
+        new_token = token.gather(1, pick)
+
+        done = forced | torch.tensor([len(finished[int(s)]) >= k for s in active.tolist()], device=device)
+        keep = (~done).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            break
+        rows = new_parent[keep].reshape(-1)  # (kept * k,) parent rows of the surviving beams
+        history = torch.cat([history[rows], new_token[keep].reshape(-1, 1)], dim=1)
+        state = state.select(rows)
+        if keep.numel() < n:
+            memory = memory.select((keep.unsqueeze(1) * k + torch.arange(k, device=device)).reshape(-1))
+        scores, active = new_scores[keep], active[keep]
+        prev = new_token[keep].reshape(-1)
+    return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]

@@ -1,0 +1,425 @@
+"""Training: build everything first, then one short loop (step, validate, checkpoint, stop)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import distributed as dist
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap
+from .config import Config, config_from_dict, dump_yaml, to_dict
+from .data import (DataError, ParallelData, encode_parallel, epoch_batches, iterate_batches, make_batch,
+                   read_parallel, batch_indices)
+from .metrics import score_all
+from .model import Seq2Seq, build_model, count_parameters, resolve_device
+from .tokenizer import PAD, Tokenizer, tokenizer_files, train_tokenizer
+from .translator import translate_ids
+
+log = logging.getLogger("seq2seq")
+
+
+MAX_NONFINITE_IN_A_ROW = 5
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what is saved."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped training after `last.pt` was saved."""
+
+
+# ---------------------------------------------------------------------------------------
+# Set-up
+
+
+def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:
+    root = logging.getLogger("seq2seq")
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    if not quiet:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(fmt)
+        root.addHandler(console)
+    if run_dir is not None:
+        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.propagate = False
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory and prove it is writable before any work starts."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_probe"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * (1 << 20))  # a full disk shows up here, not hours later
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"{run_dir}: run directory is not writable ({e.strerror or e})") from None
+
+
+def load_tokenizers(cfg: Config, run_dir: Path, train_src: list[str], train_tgt: list[str]) -> tuple[Tokenizer, Tokenizer]:
+    """The run's tokenizers, trained on the training data the first time."""
+    d, t = cfg.data, cfg.tokenizer
+    src_file, tgt_file = tokenizer_files(run_dir, t.joint, d.src_lang, d.tgt_lang)
+    options = dict(vocab_size=t.vocab_size, model_type=t.model_type, character_coverage=t.character_coverage)
+    if dist.is_main():
+        if t.joint and not src_file.exists():
+            train_tokenizer(train_src + train_tgt, src_file, **options)
+        if not t.joint:
+            if not src_file.exists():
+                train_tokenizer(train_src, src_file, **options)
+            if not tgt_file.exists():
+                train_tokenizer(train_tgt, tgt_file, **options)
+    dist.barrier()
+    return Tokenizer(src_file), Tokenizer(tgt_file)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    t = cfg.training
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
+    t = cfg.training
+    if t.scheduler == "plateau":
+        mode = "min" if t.early_stop_metric == "loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=t.plateau_factor,
+                                                          patience=t.plateau_patience, min_lr=t.min_lr)
+    return None
+
+
+def token_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Summed cross-entropy over non-pad target tokens."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=PAD,
+                           reduction="sum", label_smoothing=label_smoothing)
+
+
+# ---------------------------------------------------------------------------------------
+# Progress that survives a restart
+
+
+@dataclass
+class Progress:
+    step: int = 0                 # optimizer updates done
+    epoch: int = 1                # current epoch (1-based)
+    batch_in_epoch: int = 0       # batches of this epoch already consumed
+    elapsed: float = 0.0          # seconds of training so far, across restarts
+    best_score: float | None = None
+    best_step: int | None = None
+    bad_validations: int = 0
+    last_valid_step: int = -1
+    nonfinite_in_a_row: int = 0
+    kept: list = field(default_factory=list)  # [[score, step, file], ...] best checkpoints on disk
+
+    def improved(self, score: float, metric: str) -> bool:
+        if self.best_score is None:
+            return True
+        return score < self.best_score if metric == "loss" else score > self.best_score
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between updates, so a stop never tears a step."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals cannot be caught here
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+
+
+@torch.no_grad()
+def validation_loss(model: Seq2Seq, data: ParallelData, device: torch.device, batch_size: int = 64) -> float:
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for indices in batch_indices([len(s) for s in data.src], [len(t) + 1 for t in data.tgt],
+                                 batch_tokens=None, batch_size=batch_size, shuffle=False):
+        batch = make_batch(data, indices).to(device)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        total += float(token_loss(logits, batch.tgt_out, 0.0))
+        tokens += batch.num_tgt_tokens
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+def validate(model: Seq2Seq, cfg: Config, valid_pairs: ParallelData, valid_src_ids: list[list[int]],
+             valid_refs: list[str], tgt_tok: Tokenizer, device: torch.device) -> dict[str, Any]:
+    loss = validation_loss(model, valid_pairs, device)
+    dc = cfg.decoding
+    hyps = translate_ids(model, valid_src_ids, beam_size=dc.valid_beam_size, batch_size=dc.batch_size,
+                         alpha=dc.length_penalty, max_len_ratio=dc.max_len_ratio,
+                         max_len_offset=dc.max_len_offset, device=device)
+    texts = [tgt_tok.decode(h[0].tokens) for h in hyps]
+    scores = score_all(texts, valid_refs)
+    return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],
+            "chrf": scores["chrf"], "hypotheses": texts}
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+def checkpoint_payload(model, optimizer, scheduler, progress: Progress, cfg: Config, *, full: bool) -> dict:
+    payload = {"config": to_dict(cfg), "model": unwrap(model).state_dict(), "step": progress.step,
+               "epoch": progress.epoch, "best_score": progress.best_score}
+    if full:
+        payload.update({
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "progress": vars(progress).copy(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        })
+    return payload
+
+
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Train a model as `cfg` describes, writing everything into `run_dir`. Returns the best
+    validation figures. With `resume`, continue exactly where `run_dir/last.pt` stopped."""
+    run_dir = Path(run_dir)
+    dist.init()
+    resume_state = None
+    if resume:
+        last = run_dir / "last.pt"
+        if not last.exists():
+            raise TrainingError(f"{run_dir}: nothing to resume (no last.pt)")
+        resume_state = load_checkpoint(last)
+        stored = config_from_dict(resume_state["config"])
+        # Only the stopping limits may change on resume; everything else comes from the run.
+        t = cfg.training
+        cfg = replace(stored, training=replace(stored.training, max_epochs=t.max_epochs, max_steps=t.max_steps,
+                                               max_minutes=t.max_minutes, patience=t.patience))
+    if dist.is_main():
+        prepare_run_dir(run_dir)
+        setup_logging(run_dir, quiet=quiet)
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+    else:
+        setup_logging(None, quiet=True)
+    dist.barrier()
+
+    t, d = cfg.training, cfg.data
+    device = dist.device_for_rank(resolve_device(t.device))
+    if t.num_threads is not None:
+        torch.set_num_threads(t.num_threads)
+    torch.manual_seed(t.seed)
+
+    train_src, train_tgt = read_parallel(f"{d.train}.{d.src_lang}", f"{d.train}.{d.tgt_lang}",
+                                         skip_invalid_utf8=d.skip_invalid_utf8)
+    valid_src, valid_tgt = read_parallel(f"{d.valid}.{d.src_lang}", f"{d.valid}.{d.tgt_lang}",
+                                         skip_invalid_utf8=d.skip_invalid_utf8)
+    src_tok, tgt_tok = load_tokenizers(cfg, run_dir, train_src, train_tgt)
+    train_data = encode_parallel(train_src, train_tgt, src_tok, tgt_tok, max_src_len=d.max_src_len,
+                                 max_tgt_len=d.max_tgt_len, name=f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}")
+    valid_pairs = encode_parallel(valid_src, valid_tgt, src_tok, tgt_tok, name=f"{d.valid}")
+    valid_src_ids = [s[:d.max_src_len] for s in src_tok.encode_batch(valid_src)]
+    log.info("data: %d training pairs, %d validation pairs; vocabulary %d source / %d target pieces",
+             len(train_data), len(valid_src), len(src_tok), len(tgt_tok))
+
+    model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok)).to(device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    progress = Progress()
+    if resume_state is not None:
+        unwrap(model).load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        if scheduler is not None and resume_state.get("scheduler"):
+            scheduler.load_state_dict(resume_state["scheduler"])
+        progress = Progress(**resume_state["progress"])
+        torch.set_rng_state(resume_state["rng"]["torch"])
+        if torch.cuda.is_available() and resume_state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(resume_state["rng"]["cuda"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", run_dir / "last.pt", progress.step,
+                 progress.epoch, progress.batch_in_epoch)
+    log.info("model: %s parameters (%s trainable) on %s", f"{count_parameters(model):,}",
+             f"{count_parameters(model, trainable_only=True):,}", device)
+    train_model = dist.wrap(model)
+
+    def save(name: str, *, full: bool) -> None:
+        if dist.is_main():
+            save_checkpoint(run_dir / name, checkpoint_payload(model, optimizer, scheduler, progress, cfg, full=full))
+
+    def run_validation() -> bool:
+        """Validate, checkpoint and decide on early stopping; True means stop."""
+        stop = False
+        progress.last_valid_step = progress.step
+        if dist.is_main():
+            result = validate(model, cfg, valid_pairs, valid_src_ids, valid_tgt, tgt_tok, device)
+            score = result[t.early_stop_metric if t.early_stop_metric != "loss" else "valid_loss"]
+            record = {"step": progress.step, "epoch": progress.epoch, "elapsed": round(progress.elapsed, 1),
+                      "lr": optimizer.param_groups[0]["lr"], "train_loss": window_loss(),
+                      **{k: v for k, v in result.items() if k != "hypotheses"}}
+            finite = all(torch.isfinite(p).all() for p in model.parameters())
+            if finite and progress.improved(score, t.early_stop_metric):
+                progress.best_score, progress.best_step, progress.bad_validations = score, progress.step, 0
+                save("best.pt", full=False)
+                (run_dir / "valid.best.hyp").write_text("\n".join(result["hypotheses"]) + "\n", encoding="utf-8")
+                keep_best_checkpoint(score)
+                record["best"] = True
+            else:
+                progress.bad_validations += 1
+            if scheduler is not None:
+                scheduler.step(score)
+            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f%s", progress.step,
+                     result["valid_loss"], result["valid_ppl"], result["bleu"], result["chrf"],
+                     " (new best)" if record.get("best") else f" (best {progress.best_score:.2f} at step "
+                     f"{progress.best_step}, {progress.bad_validations} without improvement)")
+            stop = t.patience is not None and progress.bad_validations >= t.patience
+            if stop:
+                log.info("early stopping: %d validations without improvement", progress.bad_validations)
+            save("last.pt", full=True)
+        return dist.any_rank(stop)
+
+    def keep_best_checkpoint(score: float) -> None:
+        if t.keep_best == 0:
+            return
+        name = f"best.step{progress.step}.pt"
+        (run_dir / name).unlink(missing_ok=True)
+        os.link(run_dir / "best.pt", run_dir / name)  # same bytes, no second write
+        progress.kept.append([score, progress.step, name])
+        progress.kept.sort(key=lambda k: k[0], reverse=t.early_stop_metric != "loss")
+        for _, _, old in progress.kept[t.keep_best:]:
+            (run_dir / old).unlink(missing_ok=True)
+        del progress.kept[t.keep_best:]
+
+    window: list[tuple[float, int]] = []
+
+    def window_loss() -> float | None:
+        if not window:
+            return None
+        return sum(l for l, _ in window) / max(sum(n for _, n in window), 1)
+
+    def limits_reached() -> str | None:
+        if t.max_steps is not None and progress.step >= t.max_steps:
+            return f"reached training.max_steps={t.max_steps}"
+        if t.max_minutes is not None and progress.elapsed >= 60 * t.max_minutes:
+            return f"reached training.max_minutes={t.max_minutes}"
+        return None
+
+    model.train()
+    show_bar = not quiet and sys.stderr.isatty() and dist.is_main()
+    stop_reason = None
+    clock = time.perf_counter()
+    with StopFlag() as stop_flag:
+        while progress.epoch <= t.max_epochs and stop_reason is None:
+            batches = epoch_batches(train_data, batch_tokens=t.batch_tokens, batch_size=t.batch_size,
+                                    seed=t.seed, epoch=progress.epoch, rank=dist.rank(), world_size=dist.world_size())
+            bar = tqdm(total=len(batches), initial=progress.batch_in_epoch, disable=not show_bar, leave=False,
+                       desc=f"epoch {progress.epoch}", unit="batch", dynamic_ncols=True)
+            pending = 0
+            tokens_seen, window_start = 0, time.perf_counter()
+            for batch in iterate_batches(train_data, batches, progress.batch_in_epoch):
+                batch = batch.to(device)
+                logits = train_model(batch.src, batch.src_lengths, batch.tgt_in)
+                loss_sum = token_loss(logits, batch.tgt_out, t.label_smoothing)
+                ntok = batch.num_tgt_tokens
+                denominator = ntok if t.loss_normalization == "tokens" else batch.src.size(0)
+                (loss_sum / (denominator * t.accum_steps)).backward()
+                window.append((loss_sum.item(), ntok))
+                tokens_seen += ntok
+                progress.batch_in_epoch += 1
+                pending += 1
+                bar.update(1)
+                if pending < t.accum_steps and progress.batch_in_epoch < len(batches):
+                    continue
+                pending = 0
+                # The gradient norm is the same on every rank (gradients are averaged), so all
+                # ranks agree on skipping an update whose loss or gradients are not finite.
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm or float("inf"))
+                if not torch.isfinite(norm):
+                    optimizer.zero_grad(set_to_none=True)
+                    progress.nonfinite_in_a_row += 1
+                    log.warning("step %d: loss or gradients not finite; update skipped", progress.step + 1)
+                    if progress.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                        raise TrainingError(
+                            f"step {progress.step + 1}: {progress.nonfinite_in_a_row} updates in a row had "
+                            f"non-finite loss or gradients; stopping. Last good checkpoint: {run_dir / 'last.pt'}")
+                    continue
+                progress.nonfinite_in_a_row = 0
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                progress.step += 1
+                now = time.perf_counter()
+                progress.elapsed += now - clock
+                clock = now
+                if progress.step % t.log_every == 0:
+                    rate = tokens_seen * dist.world_size() / max(now - window_start, 1e-9)
+                    log.info("step %d epoch %d: loss %.3f, lr %.2e, %.0f target tok/s, %.1f min", progress.step,
+                             progress.epoch, window_loss(), optimizer.param_groups[0]["lr"], rate,
+                             progress.elapsed / 60)
+                    bar.set_postfix(loss=f"{window_loss():.3f}", tok_s=f"{rate:.0f}")
+                    window.clear()
+                    tokens_seen, window_start = 0, now
+                stop_reason = limits_reached()
+                if stop_reason is None and progress.step % t.valid_every == 0:
+                    if run_validation():
+                        stop_reason = "early stopping"
+                    clock = time.perf_counter()  # validation time does not count as training time
+                if stop_reason is None and dist.any_rank(stop_flag.signal_name is not None):
+                    save("last.pt", full=True)
+                    bar.close()
+                    log.info("stopped by %s at step %d; resume with: seq2seq train --run-dir %s --resume",
+                             stop_flag.signal_name or "a signal", progress.step, run_dir)
+                    raise Interrupted(stop_flag.signal_name)
+                if stop_reason is not None:
+                    break
+            bar.close()
+            if stop_reason is None:
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
+                if t.valid_at_epoch_end and run_validation():
+                    stop_reason = "early stopping"
+                clock = time.perf_counter()
+        if stop_reason is None:
+            stop_reason = f"reached training.max_epochs={t.max_epochs}"
+        if progress.last_valid_step != progress.step:
+            run_validation()
+    log.info("training finished (%s) after %d steps, %.1f minutes; best %s %.2f at step %s", stop_reason,
+             progress.step, progress.elapsed / 60, t.early_stop_metric, progress.best_score or float("nan"),
+             progress.best_step)
+    return {"step": progress.step, "best_score": progress.best_score, "best_step": progress.best_step,
+            "elapsed": progress.elapsed, "stop_reason": stop_reason}
