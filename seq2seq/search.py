@@ -72,8 +72,9 @@ def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, max_le
 def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_size: int,
                 max_lengths: torch.Tensor, alpha: float = 1.0, nbest: int = 1) -> list[list[Hypothesis]]:
     """Beam search with a GNMT length penalty. Returns the `nbest` best hypotheses per sentence,
-    best first. A sentence is done when it has `beam_size` finished hypotheses or reaches its
-    maximum length (where EOS is forced)."""
+    best first, ranked by log-probability / length_penalty. Live beams are ranked by raw
+    log-probability; a sentence stops as soon as its best candidate ends, when no live
+    beam can beat its finished ones any more, or at its maximum length (EOS is forced)."""
     if nbest > beam_size:
         raise ValueError(f"nbest ({nbest}) cannot exceed beam_size ({beam_size})")
     batch, k = src.size(0), beam_size
@@ -108,10 +109,9 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
         if ended.any():
             for i, j in ended.nonzero().tolist():
                 sent = finished[int(active[i])]
-                if len(sent) < k:
-                    total = float(top_scores[i, j])
-                    seq = history[i * k + int(parent[i, j])].tolist()
-                    sent.append(Hypothesis(seq, total / length_penalty(len(seq) + 1, alpha), total))
+                total = float(top_scores[i, j])
+                seq = history[i * k + int(parent[i, j])].tolist()
+                sent.append(Hypothesis(seq, total / length_penalty(len(seq) + 1, alpha), total))
 
         # The k best candidates that did not end continue (EOS ones rank last).
         width = top_scores.size(1)
@@ -121,7 +121,14 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
         new_parent = parent.gather(1, pick) + (torch.arange(n, device=device) * k).unsqueeze(1)
         new_token = token.gather(1, pick)
 
-        done = forced | torch.tensor([len(finished[int(s)]) >= k for s in active.tolist()], device=device)
+        # A sentence is done when its best candidate was EOS (the best path is complete), or
+        # when it holds k finished hypotheses and no live one can still beat the best of them:
+        # a live score can only fall, and the length penalty divides it by at most lp(max).
+        counts = torch.tensor([len(finished[s]) for s in active.tolist()], device=device)
+        best_done = torch.tensor([max((h.score for h in finished[s]), default=float("-inf"))
+                                  for s in active.tolist()], device=device)
+        bound = new_scores[:, 0] / length_penalty(max_lengths[active].float(), alpha)
+        done = forced | (is_eos[:, 0] & (counts >= nbest)) | ((counts >= k) & (best_done >= bound))
         keep = (~done).nonzero().squeeze(1)
         if keep.numel() == 0:
             break

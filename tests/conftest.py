@@ -1,0 +1,89 @@
+"""Shared fixtures: a synthetic translation task the tests generate, and tiny configs."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2seq.config import Config, config_from_dict
+
+# Tests run on 2-core machines next to other work: one thread keeps timings predictable.
+torch.set_num_threads(1)
+
+SHARED_MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+
+SRC_WORDS = ["ka", "lo", "mi", "nu", "pe", "ri", "su", "ta", "vo", "ze", "bai", "dor"]
+TGT_WORDS = ["ALPHA", "BETA", "GAMMA", "DELTA", "EPS", "ZETA", "ETA", "THETA", "IOTA", "KAPPA", "LAMBDA", "MU"]
+LEXICON = dict(zip(SRC_WORDS, TGT_WORDS))
+
+
+def synthetic_pair(rng: random.Random, min_len: int = 2, max_len: int = 7) -> tuple[str, str]:
+    """Source: random words; target: each word translated by LEXICON, in reverse order."""
+    words = [rng.choice(SRC_WORDS) for _ in range(rng.randint(min_len, max_len))]
+    return " ".join(words), " ".join(LEXICON[w] for w in reversed(words))
+
+
+def expected_translation(src: str) -> str:
+    return " ".join(LEXICON[w] for w in reversed(src.split()))
+
+
+def write_synthetic(directory: Path, *, train: int = 3000, valid: int = 100, test: int = 100,
+                    seed: int = 0, src: str = "src", tgt: str = "tgt") -> Path:
+    """Write train/valid/test files of the synthetic task; returns the directory."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("valid", valid), ("test", test)):
+        pairs = [synthetic_pair(rng) for _ in range(n)]
+        (directory / f"{split}.{src}").write_text("\n".join(p[0] for p in pairs) + "\n", encoding="utf-8")
+        (directory / f"{split}.{tgt}").write_text("\n".join(p[1] for p in pairs) + "\n", encoding="utf-8")
+    return directory
+
+
+def tiny_config_dict(data_dir: Path, **sections) -> dict:
+    """A config for a very small model on the synthetic task; `sections` override parts."""
+    raw = {
+        "data": {"src_lang": "src", "tgt_lang": "tgt", "train": str(data_dir / "train"),
+                 "valid": str(data_dir / "valid"), "test": str(data_dir / "test"),
+                 "max_src_len": 20, "max_tgt_len": 20},
+        "tokenizer": {"joint": True, "vocab_size": 64},
+        "model": {"encoder": {"cell": "gru", "emb_size": 32, "hidden_size": 32, "dropout": 0.0},
+                  "decoder": {"cell": "gru", "emb_size": 32, "hidden_size": 64, "dropout": 0.0}},
+        "training": {"seed": 1, "device": "cpu", "lr": 0.005, "batch_size": 64, "batch_tokens": None,
+                     "max_epochs": 15, "valid_every": 10_000, "log_every": 20, "patience": None, "keep_best": 1},
+        "decoding": {"beam_size": 3, "valid_beam_size": 1, "batch_size": 50},
+    }
+    for name, values in sections.items():
+        raw[name] = _merge(raw.get(name, {}), values)
+    return raw
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, synthetic_dir) -> Path:
+    """A run directory with a tiny model trained on the synthetic task (shared by many tests)."""
+    from seq2seq.trainer import train
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = config_from_dict(tiny_config_dict(synthetic_dir))
+    train(cfg, run_dir, quiet=True)
+    return run_dir
+
+
+@pytest.fixture
+def multi30k() -> Path:
+    if not (SHARED_MULTI30K / "train.en").exists():
+        pytest.skip("Multi30k not found beside the checkout (../shared/data/multi30k)")
+    return SHARED_MULTI30K
