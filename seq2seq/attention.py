@@ -2,7 +2,8 @@
 
 Each variant splits its work in two: `project_keys` runs once per source sentence, and
 `forward` runs once per decoder step, so nothing that depends only on the source is
-recomputed at every step.
+recomputed at every step. `attend` is `forward` after the query projection (`query_proj`,
+None when there is none), for callers that project queries themselves.
 """
 from __future__ import annotations
 
@@ -27,24 +28,34 @@ class AdditiveAttention(nn.Module):
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         return self.key_proj(keys)  # (batch, src_len, attn)
 
-    def forward(self, query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """query (batch, query_size) -> context (batch, value_size), weights (batch, src_len)."""
-        hidden = torch.tanh(proj_keys + self.query_proj(query).unsqueeze(1))  # (batch, src_len, attn)
+    def attend(self, projected_query: torch.Tensor, proj_keys: torch.Tensor, values: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """projected_query (batch, attn) -> context (batch, value_size), weights (batch, src_len)."""
+        hidden = torch.tanh(proj_keys + projected_query.unsqueeze(1))  # (batch, src_len, attn)
         weights = _masked_softmax(self.v(hidden).squeeze(-1), mask)
         return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
+
+    def forward(self, query, proj_keys, values, mask):
+        """query (batch, query_size) -> context (batch, value_size), weights (batch, src_len)."""
+        return self.attend(self.query_proj(query), proj_keys, values, mask)
 
 
 class DotAttention(nn.Module):
     """score(q, k) = q . k (query and key sizes must match)"""
 
+    query_proj = None  # the query is used as it is
+
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
         return keys
 
-    def forward(self, query, proj_keys, values, mask):
+    def attend(self, query, proj_keys, values, mask):
         scores = torch.bmm(proj_keys, query.unsqueeze(2)).squeeze(2)  # (batch, src_len)
         weights = _masked_softmax(scores, mask)
         return torch.bmm(weights.unsqueeze(1), values).squeeze(1), weights
+
+    def forward(self, query, proj_keys, values, mask):
+        """query (batch, query_size) -> context (batch, value_size), weights (batch, src_len)."""
+        return self.attend(query, proj_keys, values, mask)
 
 
 class GeneralAttention(DotAttention):

@@ -16,6 +16,7 @@ from torch import nn
 
 from .attention import build_attention
 from .encoder import EncoderOutput
+from .recurrence import StepLinear
 from .tokenizer import PAD
 
 
@@ -89,49 +90,83 @@ class Decoder(nn.Module):
     # -- one step ---------------------------------------------------------------------------
 
     def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The embedding's share of the first layer's input gates: (..., gates * hidden)."""
+        """The embedding's share of the first layer's gates, with the biases that can be
+        folded in: (..., gates * hidden)."""
         emb = self.dropout(self.embed(tokens))
         cell = self.cells[0]
-        return F.linear(emb, cell.weight_ih[:, :self.emb_size], cell.bias_ih)
+        bias = cell.bias_ih + cell.bias_hh if self.cell_type == "lstm" else cell.bias_ih
+        return F.linear(emb, cell.weight_ih[:, :self.emb_size], bias)
 
-    def _advance(self, emb_gates: torch.Tensor, state: DecoderState, memory: Memory):
+    def _step_ops(self) -> "_StepOps":
+        """The per-step matrix products of one forward pass (see recurrence.StepLinear)."""
+        lstm = self.cell_type == "lstm"
+        layers = []
+        for i, cell in enumerate(self.cells):
+            w_in = cell.weight_ih[:, self.emb_size:] if i == 0 else cell.weight_ih
+            has_input = i > 0 or self.input_feeding
+            if lstm:
+                # An LSTM adds its input and recurrent products, so one product of the
+                # concatenated [input, h] with [W_ih, W_hh] does both.
+                weight = torch.cat([w_in, cell.weight_hh], dim=1) if has_input else cell.weight_hh
+                bias = None if i == 0 else cell.bias_ih + cell.bias_hh
+                layers.append((StepLinear(weight, bias), None))
+            else:
+                w_input = StepLinear(w_in, None if i == 0 else cell.bias_ih) if has_input else None
+                layers.append((w_input, StepLinear(cell.weight_hh, cell.bias_hh)))
+        query_proj = getattr(self.attention, "query_proj", None)
+        return _StepOps(layers=layers, query=StepLinear(query_proj.weight) if query_proj is not None else None,
+                        combine=StepLinear(self.combine.weight, self.combine.bias))
+
+    def _advance(self, emb_gates: torch.Tensor, state: DecoderState, memory: Memory, ops: "_StepOps"):
         """One decoder step from precomputed embedding gates (batch, gates * hidden)."""
-        gi = emb_gates
-        if self.input_feeding:
-            gi = gi + F.linear(state.feed, self.cells[0].weight_ih[:, self.emb_size:])
         new_h, new_c = [], []
-        for layer, cell in enumerate(self.cells):
-            if layer > 0:
-                gi = F.linear(self.dropout(new_h[-1]), cell.weight_ih, cell.bias_ih)
-            gh = F.linear(state.h[layer], cell.weight_hh, cell.bias_hh)
-            if state.c is not None:
-                i, f, g, o = (gi + gh).chunk(4, dim=-1)
+        for layer, (w_a, w_b) in enumerate(ops.layers):
+            x = state.feed if layer == 0 else self.dropout(new_h[-1])  # feed is None without input feeding
+            h_prev = state.h[layer]
+            if self.cell_type == "lstm":
+                gates = w_a(h_prev if x is None else torch.cat([x, h_prev], dim=-1))
+                if layer == 0:
+                    gates = gates + emb_gates
+                i, f, g, o = gates.chunk(4, dim=-1)
                 c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)
                 new_c.append(c)
             else:
+                gi = emb_gates if layer == 0 else 0
+                if w_a is not None:
+                    gi = gi + w_a(x)
+                gh = w_b(h_prev)
                 i_r, i_z, i_n = gi.chunk(3, dim=-1)
                 h_r, h_z, h_n = gh.chunk(3, dim=-1)
                 r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-                h = torch.lerp(torch.tanh(i_n + r * h_n), state.h[layer], z)
+                h = torch.lerp(torch.tanh(i_n + r * h_n), h_prev, z)
             new_h.append(h)
         query = new_h[-1]  # (batch, hidden)
-        context, weights = self.attention(query, memory.keys, memory.states, memory.mask)
-        att = self.dropout(torch.tanh(self.combine(torch.cat([query, context], dim=-1))))  # (batch, hidden)
-        new_state = DecoderState(tuple(new_h), tuple(new_c) if state.c is not None else None,
+        projected = ops.query(query) if ops.query is not None else query
+        context, weights = self.attention.attend(projected, memory.keys, memory.states, memory.mask)
+        att = self.dropout(torch.tanh(ops.combine(torch.cat([query, context], dim=-1))))  # (batch, hidden)
+        new_state = DecoderState(tuple(new_h), tuple(new_c) if self.cell_type == "lstm" else None,
                                  att if self.input_feeding else None)
         return att, new_state, weights
 
     def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
         """prev: (batch,) last tokens -> log-probs (batch, vocab), new state, attention (batch, src_len)."""
-        att, state, weights = self._advance(self._embed_gates(prev), state, memory)
+        att, state, weights = self._advance(self._embed_gates(prev), state, memory, self._step_ops())
         return torch.log_softmax(self.output(att), dim=-1), state, weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
         """Teacher forcing: tgt_in (batch, tgt_len) -> logits (batch, tgt_len, vocab)."""
-        emb_gates = self._embed_gates(tgt_in)  # (batch, tgt_len, gates * hidden)
+        emb_gates = self._embed_gates(tgt_in)  # (batch, tgt_len, gates * hidden), all steps at once
+        ops = self._step_ops()
         outputs = []
         for t in range(tgt_in.size(1)):
-            att, state, _ = self._advance(emb_gates[:, t], state, memory)
+            att, state, _ = self._advance(emb_gates[:, t], state, memory, ops)
             outputs.append(att)
         return self.output(torch.stack(outputs, dim=1))  # one projection for all steps
+
+
+@dataclass
+class _StepOps:
+    layers: list       # per layer: (input or [input, h] product, recurrent product or None)
+    query: Optional[StepLinear]
+    combine: StepLinear
