@@ -43,7 +43,7 @@ def main(work_dir: Path) -> None:
         "tokenizer": {"vocab_size": 48},
         "model": {"encoder": {"cell": "gru", "emb_size": 32, "hidden_size": 32, "dropout": 0.0},
                   "decoder": {"cell": "gru", "emb_size": 32, "hidden_size": 64, "dropout": 0.0}},
-        "training": {"device": "cpu", "lr": 0.005, "batch_size": 64, "max_epochs": 8, "patience": None,
+        "training": {"device": "cpu", "num_threads": 1, "lr": 0.005, "batch_size": 64, "max_epochs": 8, "patience": None,
                      "valid_every": 100_000, "keep_best": 1},
         "decoding": {"beam_size": 3},
     })
