@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the K best translations per input as TSV: input index (from 0), rank, score, text")
     p.add_argument("--scores", action="store_true", help="append each translation's score as a TSV column")
     p.add_argument("--attention", metavar="DIR",
-                   help="write an attention heatmap per input into DIR/INDEX.png (needs matplotlib)")
+                   help="write an attention heatmap of the best translation of each input into DIR/INDEX.png "
+                        "(needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)
 
