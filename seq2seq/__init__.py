@@ -1,5 +1,10 @@
-"""seq2seq: recurrent encoder-decoder machine translation with attention."""
+"""seq2seq: recurrent encoder-decoder machine translation with attention.
+
+Python API: `Translator.load(run_dir).translate(sentences)` and `train(config, run_dir)`;
+see examples/api_example.py.
+"""
 __version__ = "0.1.0"
 
-from .config import Config, ConfigError, load_config  # noqa: E402,F401
-from .translator import Translator  # noqa: E402,F401
+from .config import Config, ConfigError, config_from_dict, load_config  # noqa: E402,F401
+from .trainer import train  # noqa: E402,F401
+from .translator import Translation, Translator  # noqa: E402,F401

@@ -43,28 +43,86 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _chunks(lines, size: int):
+    chunk = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _count_lines(path: str | None) -> int | None:
+    if path is None or path == "-":
+        return None
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
 def cmd_translate(args) -> int:
+    from tqdm import tqdm
     from .translator import Translator
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if args.nbest is not None and args.nbest < 1:
+        raise ConfigError("--nbest: must be at least 1")
+    if args.attention:
+        from .plot import _pyplot
+        _pyplot()  # a missing matplotlib is reported before any translation work
     translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, length_penalty=args.length_penalty,
                    max_len_ratio=args.max_len_ratio)
+    nbest = args.nbest or 1
+    detailed = args.nbest is not None or args.scores or args.attention is not None
     source = _open_input(args.input)
     interactive = args.input in (None, "-") and sys.stdin.isatty()
+    show_bar = not args.quiet and not interactive and sys.stderr.isatty()
     out = (open(args.output, "w", encoding="utf-8", newline="\n") if args.output
            else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n", line_buffering=True))
+    bar = tqdm(total=_count_lines(args.input) if show_bar else None, disable=not show_bar, unit="sent",
+               desc="translating", dynamic_ncols=True, leave=False)
     try:
         with source:
-            chunk = 1 if interactive else None
-            for text in translator.translate_stream(_lines(source), chunk_lines=chunk, **options):
-                out.write(text + "\n")
+            if not detailed:
+                chunk = 1 if interactive else None
+                for text in translator.translate_stream(_lines(source), chunk_lines=chunk, **options):
+                    out.write(text + "\n")
+                    bar.update(1)
+            else:
+                size = 1 if interactive else (args.batch_size or translator.config.decoding.batch_size) * 4
+                index = 0
+                for chunk in _chunks(_lines(source), size):
+                    results = translator.translate_detailed(chunk, nbest=nbest, return_attention=bool(args.attention),
+                                                            **options)
+                    for hyps in results:
+                        _write_detailed(out, index, hyps, args)
+                        index += 1
+                        bar.update(1)
             out.flush()
     finally:
+        bar.close()
         if args.output:
             out.close()
         else:
             out.detach()
     return 0
+
+
+def _write_detailed(out, index: int, hyps, args) -> None:
+    """One input's output: TSV for --nbest/--scores, plain text otherwise; heatmap for --attention."""
+    if args.nbest is not None:
+        for rank, h in enumerate(hyps, 1):
+            out.write(f"{index}\t{rank}\t{h.score:.4f}\t{h.text.replace(chr(9), ' ')}\n")
+    elif args.scores:
+        out.write(f"{hyps[0].text.replace(chr(9), ' ')}\t{hyps[0].score:.4f}\n")
+    else:
+        out.write(hyps[0].text + "\n")
+    best = hyps[0]
+    if args.attention and best.attention is not None:
+        from .plot import plot_attention
+        plot_attention(best.attention, best.src_pieces, best.tgt_pieces + ["</s>"],
+                       Path(args.attention) / f"{index:05d}.png")
 
 
 def cmd_evaluate(args) -> int:
@@ -81,6 +139,36 @@ def cmd_evaluate(args) -> int:
         print(f"BLEU lowercased {scores['bleu_lowercase']:.2f}  {scores['bleu_lowercase_signature']}")
         print(f"chrF            {scores['chrf']:.2f}  {scores['chrf_signature']}")
         print(scores["bleu_text"])
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plot import plot_learning_curves
+    for path in plot_learning_curves(args.run_dir, args.output):
+        print(path)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .info import format_info, run_info
+    info = run_info(args.run_dir, checkpoint=args.checkpoint)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 0
+
+
+def cmd_average(args) -> int:
+    from .average import average_run
+    out, inputs = average_run(args.run_dir, last=args.last, output=args.output)
+    print(f"averaged {', '.join(p.name for p in inputs)} into {out}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from .config import defaults_yaml, dump_yaml
+    if args.defaults:
+        sys.stdout.write(defaults_yaml())
+    else:
+        sys.stdout.write(dump_yaml(load_config(args.config, args.set)))
     return 0
 
 
@@ -107,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len-ratio", type=float, help="output at most this times the source length (+ offset)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside RUN_DIR (default: best.pt)")
+    p.add_argument("--nbest", type=int, metavar="K",
+                   help="write the K best translations per input as TSV: input index (from 0), rank, score, text")
+    p.add_argument("--scores", action="store_true", help="append each translation's score as a TSV column")
+    p.add_argument("--attention", metavar="DIR",
+                   help="write an attention heatmap of the best translation of each input into DIR/INDEX.png "
+                        "(needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU")
@@ -114,6 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="references, one per line")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="draw learning curves (PNG) from RUN_DIR/metrics.jsonl (needs matplotlib)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--output", metavar="DIR", help="where the PNG files go (default: RUN_DIR/plots)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("info", help="parameters, vocabularies, training time and best scores of a run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside RUN_DIR (default: best.pt)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("average", help="average the weights of the last kept checkpoints into a new one")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--last", type=int, required=True, metavar="N",
+                   help="average the N most recent best.stepN.pt files (see training.keep_best)")
+    p.add_argument("--output", metavar="FILE", help="output checkpoint (default: RUN_DIR/averaged.pt)")
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("config", help="print a resolved config, or all defaults with a comment per key")
+    p.add_argument("--defaults", action="store_true", help="print the full default config with comments")
+    p.add_argument("--config", help="YAML experiment config to resolve (default: the defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a value")
+    p.set_defaults(func=cmd_config)
     return parser
 
 
@@ -124,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"seq2seq {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
+    from .plot import PlotError
     from .trainer import Interrupted, TrainingError
     try:
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError, TrainingError) as e:
+    except (ConfigError, DataError, CheckpointError, TrainingError, PlotError) as e:
         print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # e.g. --device cuda without a GPU

@@ -118,6 +118,7 @@ class TrainingConfig:
     early_stop_metric: Literal["bleu", "chrf", "loss"] = _opt("bleu", "validation metric for best/early stopping")
     patience: Optional[int] = _opt(10, "stop after N validations without improvement (null: never)", min=1)
     keep_best: int = _opt(3, "how many best checkpoints to keep besides best.pt and last.pt", min=0)
+    tensorboard: bool = _opt(False, "also log to RUN_DIR/tensorboard (needs the tensorboard package)")
 
 
 @dataclass(frozen=True)

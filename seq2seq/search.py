@@ -10,6 +10,7 @@ batch, so no work is spent on them afterwards.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -21,6 +22,8 @@ class Hypothesis:
     tokens: list[int]   # output pieces, without BOS and EOS
     score: float        # log-probability divided by the length penalty
     log_prob: float     # summed log-probability, EOS included
+    # Only with return_attention: (len(tokens) + 1, src_len) weights of every step, EOS included.
+    attention: Optional[torch.Tensor] = None
 
 
 def length_penalty(length: int | torch.Tensor, alpha: float):
@@ -35,8 +38,9 @@ def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> 
 
 @torch.no_grad()
 def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
-                  alpha: float = 0.0) -> list[list[Hypothesis]]:
-    """Pick the most likely piece at every step. Returns one hypothesis per sentence."""
+                  alpha: float = 0.0, return_attention: bool = False) -> list[list[Hypothesis]]:
+    """Pick the most likely piece at every step. Returns one hypothesis per sentence (with its
+    attention weights when `return_attention`)."""
     batch = src.size(0)
     device = src.device
     memory, state = model.start(src, src_lengths)
@@ -47,8 +51,11 @@ def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, max_le
     lengths = torch.full((batch,), steps, dtype=torch.long, device=device)
     active = torch.arange(batch, device=device)  # original rows still decoding
     prev = torch.full((batch,), BOS, dtype=torch.long, device=device)
+    attention = src.new_zeros((batch, steps, src.size(1)), dtype=torch.float) if return_attention else None
     for t in range(steps):
-        lp, state, _ = model.step(prev, state, memory)  # (active, vocab)
+        lp, state, attn = model.step(prev, state, memory)  # (active, vocab)
+        if attention is not None:
+            attention[active, t] = attn.float()
         best = lp.argmax(dim=-1)
         best = torch.where(t >= max_lengths[active] - 1, torch.full_like(best, EOS), best)
         log_probs[active] += lp.gather(1, best.unsqueeze(1)).squeeze(1)
@@ -63,18 +70,23 @@ def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, max_le
             memory, state = memory.select(keep), state.select(keep)
         prev = best
     results = []
-    for row, length, total in zip(tokens.tolist(), lengths.tolist(), log_probs.tolist()):
-        results.append([Hypothesis(row[:length - 1], total / length_penalty(length, alpha), total)])
+    for i, (row, length, total) in enumerate(zip(tokens.tolist(), lengths.tolist(), log_probs.tolist())):
+        hyp = Hypothesis(row[:length - 1], total / length_penalty(length, alpha), total)
+        if attention is not None:
+            hyp.attention = attention[i, :length, :int(src_lengths[i])].cpu()
+        results.append([hyp])
     return results
 
 
 @torch.no_grad()
 def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_size: int,
-                max_lengths: torch.Tensor, alpha: float = 1.0, nbest: int = 1) -> list[list[Hypothesis]]:
+                max_lengths: torch.Tensor, alpha: float = 1.0, nbest: int = 1,
+                return_attention: bool = False) -> list[list[Hypothesis]]:
     """Beam search with a GNMT length penalty. Returns the `nbest` best hypotheses per sentence,
     best first, ranked by log-probability / length_penalty. Live beams are ranked by raw
     log-probability; a sentence stops as soon as its best candidate ends, when no live
-    beam can beat its finished ones any more, or at its maximum length (EOS is forced)."""
+    beam can beat its finished ones any more, or at its maximum length (EOS is forced).
+    With `return_attention`, each hypothesis carries the attention weights of its own path."""
     if nbest > beam_size:
         raise ValueError(f"nbest ({nbest}) cannot exceed beam_size ({beam_size})")
     batch, k = src.size(0), beam_size
@@ -88,10 +100,15 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
     prev = torch.full((batch * k,), BOS, dtype=torch.long, device=device)
     history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    # Per live beam, the attention of every step so far; reordered with history. None when off,
+    # so the search does no extra work.
+    attn_history = (torch.empty((batch * k, 0, src.size(1)), device=device) if return_attention else None)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in range(int(max_lengths.max())):
         n = active.numel()
-        lp, state, _ = model.step(prev, state, memory)
+        lp, state, attn = model.step(prev, state, memory)
+        if attn_history is not None:
+            attn_history = torch.cat([attn_history, attn.float().unsqueeze(1)], dim=1)  # (n * k, t + 1, src_len)
         vocab = lp.size(-1)
         lp = lp.view(n, k, vocab)
         forced = t >= max_lengths[active] - 1  # (n,) sentences that must end now
@@ -110,8 +127,12 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
             for i, j in ended.nonzero().tolist():
                 sent = finished[int(active[i])]
                 total = float(top_scores[i, j])
-                seq = history[i * k + int(parent[i, j])].tolist()
+                row = i * k + int(parent[i, j])
+                seq = history[row].tolist()
                 sent.append(Hypothesis(seq, total / length_penalty(len(seq) + 1, alpha), total))
+                if attn_history is not None:
+                    source = int(src_lengths[int(active[i])])
+                    sent[-1].attention = attn_history[row, :, :source].cpu()
 
         # The k best candidates that did not end continue (EOS ones rank last).
         width = top_scores.size(1)
@@ -134,6 +155,8 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
             break
         rows = new_parent[keep].reshape(-1)  # (kept * k,) parent rows of the surviving beams
         history = torch.cat([history[rows], new_token[keep].reshape(-1, 1)], dim=1)
+        if attn_history is not None:
+            attn_history = attn_history[rows]
         state = state.select(rows)
         if keep.numel() < n:
             memory = memory.select((keep.unsqueeze(1) * k + torch.arange(k, device=device)).reshape(-1))

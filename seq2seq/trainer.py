@@ -44,6 +44,16 @@ class Interrupted(Exception):
 # Set-up
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes log lines around an active progress bar, so neither overwrites the other."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:
     root = logging.getLogger("seq2seq")
     root.setLevel(logging.INFO)
@@ -52,7 +62,7 @@ def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:
         h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     if not quiet:
-        console = logging.StreamHandler(sys.stderr)
+        console = _ConsoleHandler(sys.stderr)
         console.setFormatter(fmt)
         root.addHandler(console)
     if run_dir is not None:
@@ -276,6 +286,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     log.info("model: %s parameters (%s trainable) on %s", f"{count_parameters(model):,}",
              f"{count_parameters(model, trainable_only=True):,}", device)
     train_model = dist.wrap(model)
+    writer = None
+    if t.tensorboard and dist.is_main():
+        from .tensorboard_log import log_scalars, open_writer
+        writer = open_writer(run_dir)
 
     def save(name: str, *, full: bool) -> None:
         if dist.is_main():
@@ -304,6 +318,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                 scheduler.step(score)
             with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if writer is not None:
+                log_scalars(writer, record, progress.step, "valid")
             log.info("validation at step %d: loss %.3f, ppl %.2f, BLEU %.2f, chrF %.2f%s", progress.step,
                      result["valid_loss"], result["valid_ppl"], result["bleu"], result["chrf"],
                      " (new best)" if record.get("best") else f" (best {progress.best_score:.2f} at step "
@@ -391,7 +407,11 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                     log.info("step %d epoch %d: loss %.3f, lr %.2e, %.0f target tok/s, %.1f min", progress.step,
                              progress.epoch, window_loss(), optimizer.param_groups[0]["lr"], rate,
                              progress.elapsed / 60)
-                    bar.set_postfix(loss=f"{window_loss():.3f}", tok_s=f"{rate:.0f}")
+                    bar.set_postfix(loss=f"{window_loss():.3f}", tok_s=f"{rate:.0f}",
+                                   next_valid=f"{t.valid_every - progress.step % t.valid_every} steps")
+                    if writer is not None:
+                        log_scalars(writer, {"loss": window_loss(), "lr": optimizer.param_groups[0]["lr"],
+                                             "tokens_per_second": rate}, progress.step, "train")
                     window.clear()
                     tokens_seen, window_start = 0, now
                 stop_reason = limits_reached()
@@ -418,6 +438,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
             stop_reason = f"reached training.max_epochs={t.max_epochs}"
         if progress.last_valid_step != progress.step:
             run_validation()
+    if writer is not None:
+        writer.close()
     log.info("training finished (%s) after %d steps, %.1f minutes; best %s %.2f at step %s", stop_reason,
              progress.step, progress.elapsed / 60, t.early_stop_metric, progress.best_score or float("nan"),
              progress.best_step)

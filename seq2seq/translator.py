@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def translate_ids(model: Seq2Seq, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
                   alpha: float, max_len_ratio: float, max_len_offset: int, nbest: int = 1,
-                  device: torch.device | None = None) -> list[list[Hypothesis]]:
+                  device: torch.device | None = None, return_attention: bool = False) -> list[list[Hypothesis]]:
     """Search every source; results come back in input order. Empty sources give an empty
     hypothesis without running the model."""
     device = device or next(model.parameters()).device
@@ -35,10 +36,11 @@ def translate_ids(model: Seq2Seq, src_ids: Sequence[Sequence[int]], *, beam_size
             lengths = torch.tensor([len(src_ids[i]) for i in chunk])
             max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
             if beam_size == 1 and nbest == 1:
-                hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha)
+                hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
+                                     return_attention=return_attention)
             else:
                 hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
-                                   alpha=alpha, nbest=nbest)
+                                   alpha=alpha, nbest=nbest, return_attention=return_attention)
             for i, h in zip(chunk, hyps):
                 results[i] = h
     finally:
@@ -46,8 +48,24 @@ def translate_ids(model: Seq2Seq, src_ids: Sequence[Sequence[int]], *, beam_size
     return results
 
 
+@dataclass
+class Translation:
+    """One hypothesis for one input sentence, with what is needed to inspect it."""
+    text: str
+    score: float                     # log-probability / length penalty (what the beam ranks by)
+    log_prob: float                  # summed log-probability, EOS included
+    src_pieces: list[str]            # the source as the model saw it
+    tgt_pieces: list[str]            # the output pieces, without EOS
+    attention: torch.Tensor | None   # (len(tgt_pieces) + 1, len(src_pieces)), last row is EOS
+
+
 class Translator:
-    """A trained model with its tokenizers and decoding settings."""
+    """A trained model with its tokenizers and decoding settings.
+
+    >>> translator = Translator.load("runs/multi30k", device="cpu")
+    >>> translator.translate(["A man rides a bike."], beam_size=5)
+    >>> translator.translate_detailed(["A man rides a bike."], nbest=3, return_attention=True)
+    """
 
     def __init__(self, model: Seq2Seq, src_tok: Tokenizer, tgt_tok: Tokenizer, config: Config,
                  device: torch.device):
@@ -56,6 +74,7 @@ class Translator:
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str = "auto", checkpoint: str = "best.pt") -> "Translator":
+        """Load RUN_DIR/checkpoint (best.pt by default) with the run's tokenizers and config."""
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise CheckpointError(f"{run_dir}: not a run directory")
@@ -95,22 +114,50 @@ class Translator:
 
     def search(self, lines: Sequence[str], *, beam_size: int | None = None, batch_size: int | None = None,
                length_penalty: float | None = None, max_len_ratio: float | None = None,
-               nbest: int = 1) -> list[list[Hypothesis]]:
+               nbest: int = 1, return_attention: bool = False) -> list[list[Hypothesis]]:
+        return self._search(self.encode_sources(lines), beam_size=beam_size, batch_size=batch_size,
+                            length_penalty=length_penalty, max_len_ratio=max_len_ratio, nbest=nbest,
+                            return_attention=return_attention)
+
+    def _search(self, src_ids: list[list[int]], *, beam_size: int | None, batch_size: int | None,
+                length_penalty: float | None, max_len_ratio: float | None, nbest: int,
+                return_attention: bool) -> list[list[Hypothesis]]:
         dc = self.config.decoding
         beam = beam_size or dc.beam_size
         return translate_ids(
-            self.model, self.encode_sources(lines), beam_size=max(beam, nbest), batch_size=batch_size or dc.batch_size,
+            self.model, src_ids, beam_size=max(beam, nbest), batch_size=batch_size or dc.batch_size,
             alpha=dc.length_penalty if length_penalty is None else length_penalty,
             max_len_ratio=dc.max_len_ratio if max_len_ratio is None else max_len_ratio,
-            max_len_offset=dc.max_len_offset, nbest=nbest, device=self.device)
+            max_len_offset=dc.max_len_offset, nbest=nbest, device=self.device, return_attention=return_attention)
 
     def detokenize(self, hyp: Hypothesis) -> str:
         # A translation is one line, whatever pieces the model produced.
         return " ".join(self.tgt_tok.decode(hyp.tokens).split("\n")).replace("\r", " ")
 
-    def translate(self, lines: Sequence[str], **options) -> list[str]:
-        """Translate raw sentences; exactly one output string per input, in order."""
-        return [self.detokenize(h[0]) for h in self.search(lines, **options)]
+    def translate(self, lines: Sequence[str], *, nbest: int = 1, **options) -> list[str] | list[list[str]]:
+        """Translate raw sentences, in order: one string per input, or with nbest > 1 a list of
+        the nbest best strings per input (best first). Options: beam_size, batch_size,
+        length_penalty, max_len_ratio (default: the run's decoding section)."""
+        results = self.search(lines, nbest=nbest, **options)
+        if nbest == 1:
+            return [self.detokenize(h[0]) for h in results]
+        return [[self.detokenize(h) for h in hyps] for hyps in results]
+
+    def translate_detailed(self, lines: Sequence[str], *, nbest: int = 1, return_attention: bool = False,
+                           **options) -> list[list[Translation]]:
+        """Like translate, but per input a list of up to nbest Translations (best first) with
+        scores, pieces and, with return_attention, the attention weights of each hypothesis."""
+        src_ids = self.encode_sources(lines)
+        results = self._search(src_ids, nbest=nbest, return_attention=return_attention,
+                               beam_size=options.pop("beam_size", None), batch_size=options.pop("batch_size", None),
+                               length_penalty=options.pop("length_penalty", None),
+                               max_len_ratio=options.pop("max_len_ratio", None), **options)
+        out = []
+        for ids, hyps in zip(src_ids, results):
+            src_pieces = self.src_tok.pieces(ids)
+            out.append([Translation(self.detokenize(h), h.score, h.log_prob, src_pieces,
+                                    self.tgt_tok.pieces(h.tokens), h.attention) for h in hyps])
+        return out
 
     def translate_stream(self, lines: Iterable[str], *, chunk_lines: int | None = None,
                          **options) -> Iterator[str]:
