@@ -200,9 +200,10 @@ def target_tag(lang: str) -> str:
 
 
 def tag_sources(lines: Sequence[str], tgt_lang: str) -> list[str]:
-    """Prefix every source with <2TGT_LANG>, except those that already start with a tag."""
+    """Prefix every source with <2TGT_LANG>, except those that already start with a tag
+    (and empty ones, which stay empty)."""
     tag = target_tag(tgt_lang)
-    return [line if TAG_PATTERN.match(line) else f"{tag} {line}" for line in lines]
+    return [line if TAG_PATTERN.match(line) or not line.strip() else f"{tag} {line}" for line in lines]
 
 
 def tags_in(lines: Sequence[str]) -> list[str]:

@@ -92,7 +92,8 @@ def inherit_from_parent(raw: dict) -> dict:
         return raw  # the validator reports the wrong type
     ft = raw.get("finetune") if isinstance(raw.get("finetune"), dict) else {}
     run_dir = Path(raw["init_from"])
-    path = parent_checkpoint(run_dir, ft.get("checkpoint", "best.pt"))
+    checkpoint = ft.get("checkpoint", "best.pt")
+    path = parent_checkpoint(run_dir, checkpoint if isinstance(checkpoint, str) else "best.pt")
     parent = to_dict(_parent_config(path, load_checkpoint(path)["config"]))
     out = dict(raw)
     for section in ("model", "tokenizer"):
@@ -268,8 +269,10 @@ class Parent:
                 group["lr"] = lr
             if scheduler is not None and pt.scheduler == t.scheduler and state.get("scheduler") \
                     and pt.early_stop_metric == t.early_stop_metric:
+                # Only the counters: factor and patience come from this run's config.
                 for k in ("best", "num_bad_epochs", "cooldown_counter", "last_epoch"):
-                    setattr(scheduler, k, state["scheduler"][k])
+                    if k in state["scheduler"]:
+                        setattr(scheduler, k, state["scheduler"][k])
             log.info("continuing the parent's learning rate %.2e", lr)
         parent_progress = state["progress"]
         if not ft.reset_step:

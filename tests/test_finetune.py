@@ -178,6 +178,16 @@ def test_model_section_is_inherited_and_differences_name_their_keys(trained_run,
         train(config_from_dict(raw), tmp_path / "api", quiet=True)
 
 
+def test_finetune_settings_are_validated(synthetic_dir):
+    raw = {**tiny_config_dict(synthetic_dir, finetune={"freeze": ["encoder", "encodr"]}), "init_from": "runs/x"}
+    with pytest.raises(ConfigError, match=r"finetune\.freeze\[1\]: 'encodr' is not one of: embeddings, encoder"):
+        config_from_dict(raw)
+    with pytest.raises(ConfigError, match=r"finetune\.freeze: needs init_from"):
+        config_from_dict(tiny_config_dict(synthetic_dir, finetune={"freeze": ["encoder"]}))
+    with pytest.raises(ConfigError, match=r"finetune\.vocabulary: 'share' is not one of: keep, transfer"):
+        config_from_dict(tiny_config_dict(synthetic_dir, finetune={"vocabulary": "share"}))
+
+
 def test_a_directory_that_is_not_a_run_is_named(tmp_path, new_lang_dir):
     (tmp_path / "empty").mkdir()
     for parent, message in ((tmp_path / "empty", "is not a trained run: no best.pt or last.pt"),
@@ -190,7 +200,8 @@ def test_keep_refuses_data_with_unknown_characters(trained_run, tmp_path):
     data = write_task(tmp_path / "data", {"ka": "ÄPEL", "lo": "ÜBEL", "mi": "ÖL"}, src="src", tgt="tg2",
                       train=50)
     raw = child_dict(data, trained_run, finetune={"vocabulary": "keep"})
-    with pytest.raises(ConfigError, match=r"3 distinct characters of the new target data are unknown.*ÄÖÜ.*transfer"):
+    message = r"3 distinct characters of the new target data are unknown.*ÄÖÜ.*transfer"
+    with pytest.raises(ConfigError, match=message):
         train(load_child(raw, tmp_path), tmp_path / "child", quiet=True)
 
 
@@ -245,15 +256,13 @@ def run_cli(*args, check=True):
 
 def test_cli_fine_tune_learns_a_new_language(trained_run, new_lang_dir, tmp_path):
     config = tmp_path / "child.yaml"
-    config.write_text(yaml.safe_dump(child_dict(new_lang_dir, trained_run, training={"max_epochs": 10, "batch_size": 32, "num_threads": 1})))
+    training = {"max_epochs": 10, "batch_size": 32, "num_threads": 1}
+    config.write_text(yaml.safe_dump(child_dict(new_lang_dir, trained_run, training=training)))
     run_cli("train", "--config", str(config), "--run-dir", str(tmp_path / "child"), "--quiet")
     log = (tmp_path / "child" / "train.log").read_text()
     assert "target side:" in log and "pieces carried over" in log
     sources = (new_lang_dir / "test.src").read_text().splitlines()
-    out = tmp_path / "hyp.txt"
-    run_cli("translate", "--model", str(tmp_path / "child"), "--input", str(new_lang_dir / "test.src"),
-            "--output", str(out), "--device", "cpu")
-    hyps = out.read_text().splitlines()
+    hyps = Translator.load(tmp_path / "child", device="cpu").translate(sources)
     exact = sum(h == new_language_translation(s) for h, s in zip(hyps, sources)) / len(sources)
     # 190 updates: from scratch the same model gets about 70% right, fine-tuned about 95%.
     assert exact >= 0.85, f"only {exact:.0%} of test sentences translated exactly"
