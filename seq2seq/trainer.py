@@ -430,7 +430,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
         if progress.last_valid_step != progress.step:
             run_validation()
     log.info("training finished (%s) after %d steps, %.1f minutes; best %s %.2f at step %s", stop_reason,
-             progress.step, progress.elapsed / 60, t.early_stop_metric, progress.best_score or float("nan"),
-             progress.best_step)
+             progress.step, progress.elapsed / 60, t.early_stop_metric,
+             float("nan") if progress.best_score is None else progress.best_score, progress.best_step)
     return {"step": progress.step, "best_score": progress.best_score, "best_step": progress.best_step,
             "elapsed": progress.elapsed, "stop_reason": stop_reason}
