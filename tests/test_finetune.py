@@ -1,6 +1,5 @@
 """Fine-tuning from a trained run: weight and vocabulary transfer, freezing, kept training
 state, inherited architecture, errors, and a child that learns a new language through the CLI."""
-import json
 import random
 import subprocess
 import sys
