@@ -40,6 +40,9 @@ class DataConfig:
     max_src_len: int = _opt(100, "training pairs whose source has more pieces are dropped (and counted)", min=1)
     max_tgt_len: int = _opt(100, "training pairs whose target has more pieces are dropped (and counted)", min=1)
     skip_invalid_utf8: bool = _opt(False, "skip (and count) lines that are not UTF-8 instead of stopping")
+    src_prefix_tag: bool = _opt(False, "start every source with the target-language tag <2TGT_LANG> (one "
+                                "SentencePiece piece) so one model can serve several targets; sources that "
+                                "already start with a <2xx> tag keep theirs")
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,35 @@ class DecodingConfig:
     batch_size: int = _opt(64, "sentences per decoding batch", min=1)
 
 
+FreezablePart = Literal["embeddings", "encoder", "decoder"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    vocabulary: Literal["keep", "transfer"] = _opt(
+        "transfer", "keep: reuse the parent's tokenizers and embeddings; transfer: train new SentencePiece "
+        "models on the new data and copy the parent's rows for pieces found in both vocabularies")
+    transfer_joint_with_parent: bool = _opt(
+        False, "transfer: train the new SentencePiece models on the new data plus an equally large sample of "
+        "the parent's training data (more pieces carry over; the parent's data files must exist)")
+    max_unknown_chars: int = _opt(
+        0, "keep: stop when more distinct characters of the new data than this are unknown to the parent's "
+        "tokenizer", min=0)
+    checkpoint: str = _opt("best.pt", "checkpoint file inside the parent run whose weights start this run")
+    reset_optimizer: bool = _opt(True, "fresh optimizer state (false: continue the parent's, from its last.pt)")
+    reset_schedule: bool = _opt(True, "start at training.lr with a fresh schedule (false: continue the parent's "
+                                "learning rate and plateau counters, from its last.pt)")
+    reset_step: bool = _opt(True, "count updates from 0 (false: continue the parent's step count)")
+    reset_early_stopping: bool = _opt(True, "forget the parent's best score (false: the new run must beat it)")
+    freeze: list[FreezablePart] = _opt([], "parts whose weights stay fixed: any of embeddings (source and "
+                                       "target embedding matrices), encoder, decoder (with its output layer)")
+
+
 @dataclass(frozen=True)
 class Config:
+    init_from: Optional[str] = _opt(None, "a run directory to fine-tune from (its weights start this run; "
+                                    "the model section may be omitted and is inherited), or null")
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -186,6 +216,13 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
+    elif origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        items = [_check_value(f"{path}[{i}]", typing.get_args(tp)[0], v, {}) for i, v in enumerate(value)]
+        if len(set(items)) != len(items):
+            raise ConfigError(f"{path}: repeated entries in {value!r}")
+        return items
     elif tp is list:
         if not isinstance(value, list) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
@@ -251,6 +288,8 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError(f"training.betas: expected two numbers in [0, 1), got {t.betas!r}")
     if cfg.data.src_lang == cfg.data.tgt_lang:
         raise ConfigError("data.tgt_lang: must differ from data.src_lang")
+    if cfg.init_from is None and cfg.finetune.freeze:
+        raise ConfigError("finetune.freeze: needs init_from (freezing untrained weights would keep them random)")
 
 
 def config_from_dict(raw: Any) -> Config:
@@ -316,8 +355,11 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> Config:
     """Read YAML from `path` (or start from defaults), apply --set overrides, validate."""
-    raw = read_yaml(path) if path is not None else {}
-    return config_from_dict(apply_overrides(raw, list(overrides)))
+    raw = apply_overrides(read_yaml(path) if path is not None else {}, list(overrides))
+    if raw.get("init_from") is not None:
+        from .finetune import inherit_from_parent  # reads the parent run; only needed here
+        raw = inherit_from_parent(raw)
+    return config_from_dict(raw)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -188,3 +189,23 @@ def epoch_batches(data: ParallelData, *, batch_tokens: int | None, batch_size: i
 def iterate_batches(data: ParallelData, batches: Sequence[Sequence[int]], start: int = 0) -> Iterator[Batch]:
     for indices in batches[start:]:
         yield make_batch(data, indices)
+
+
+TAG_PATTERN = re.compile(r"<2[^<>\s]+>")
+
+
+def target_tag(lang: str) -> str:
+    """The source prefix that asks a multilingual model for target language `lang`."""
+    return f"<2{lang}>"
+
+
+def tag_sources(lines: Sequence[str], tgt_lang: str) -> list[str]:
+    """Prefix every source with <2TGT_LANG>, except those that already start with a tag
+    (and empty ones, which stay empty)."""
+    tag = target_tag(tgt_lang)
+    return [line if TAG_PATTERN.match(line) or not line.strip() else f"{tag} {line}" for line in lines]
+
+
+def tags_in(lines: Sequence[str]) -> list[str]:
+    """The distinct language tags that start lines, sorted (they must become single pieces)."""
+    return sorted({m.group(0) for m in map(TAG_PATTERN.match, lines) if m})

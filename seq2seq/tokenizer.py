@@ -50,8 +50,9 @@ class Tokenizer:
 
 
 def train_tokenizer(lines: Iterable[str], model_file: str | Path, *, vocab_size: int, model_type: str,
-                    character_coverage: float) -> Tokenizer:
-    """Train a SentencePiece model on `lines` and write it to `model_file`."""
+                    character_coverage: float, user_defined_symbols: Sequence[str] = ()) -> Tokenizer:
+    """Train a SentencePiece model on `lines` and write it to `model_file`. Each of
+    `user_defined_symbols` (e.g. language tags) becomes one piece wherever it occurs."""
     model_file = Path(model_file)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -63,6 +64,7 @@ def train_tokenizer(lines: Iterable[str], model_file: str | Path, *, vocab_size:
         pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
         # Small corpora cannot always fill the requested vocabulary; take what they give.
         hard_vocab_limit=False,
+        user_defined_symbols=list(user_defined_symbols),
         num_threads=2,
         minloglevel=2,
     )

@@ -19,8 +19,9 @@ from tqdm import tqdm
 from . import distributed as dist
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap
 from .config import Config, config_from_dict, dump_yaml, to_dict
+from . import finetune
 from .data import (DataError, ParallelData, encode_parallel, epoch_batches, iterate_batches, make_batch,
-                   read_parallel, batch_indices)
+                   read_parallel, batch_indices, tag_sources, tags_in)
 from .metrics import score_all
 from .model import Seq2Seq, build_model, count_parameters, resolve_device
 from .tokenizer import PAD, Tokenizer, tokenizer_files, train_tokenizer
@@ -91,12 +92,13 @@ def load_tokenizers(cfg: Config, run_dir: Path, train_src: list[str], train_tgt:
     d, t = cfg.data, cfg.tokenizer
     src_file, tgt_file = tokenizer_files(run_dir, t.joint, d.src_lang, d.tgt_lang)
     options = dict(vocab_size=t.vocab_size, model_type=t.model_type, character_coverage=t.character_coverage)
+    tags = tags_in(train_src) if d.src_prefix_tag else []
     if dist.is_main():
         if t.joint and not src_file.exists():
-            train_tokenizer(train_src + train_tgt, src_file, **options)
+            train_tokenizer(train_src + train_tgt, src_file, user_defined_symbols=tags, **options)
         if not t.joint:
             if not src_file.exists():
-                train_tokenizer(train_src, src_file, **options)
+                train_tokenizer(train_src, src_file, user_defined_symbols=tags, **options)
             if not tgt_file.exists():
                 train_tokenizer(train_tgt, tgt_file, **options)
     dist.barrier()
@@ -260,6 +262,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                                          skip_invalid_utf8=d.skip_invalid_utf8)
     valid_src, valid_tgt = read_parallel(f"{d.valid}.{d.src_lang}", f"{d.valid}.{d.tgt_lang}",
                                          skip_invalid_utf8=d.skip_invalid_utf8)
+    if d.src_prefix_tag:
+        train_src, valid_src = tag_sources(train_src, d.tgt_lang), tag_sources(valid_src, d.tgt_lang)
+    # A fine-tuned run gets its tokenizers from the parent (copied or transferred) before loading them.
+    parent = finetune.prepare(cfg, run_dir, train_src, train_tgt) if cfg.init_from and not resume else None
     src_tok, tgt_tok = load_tokenizers(cfg, run_dir, train_src, train_tgt)
     train_data = encode_parallel(train_src, train_tgt, src_tok, tgt_tok, max_src_len=d.max_src_len,
                                  max_tgt_len=d.max_tgt_len, name=f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}")
@@ -269,9 +275,14 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
              len(train_data), len(valid_src), len(src_tok), len(tgt_tok))
 
     model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok)).to(device)
+    if parent is not None:
+        parent.initialise(model, src_tok, tgt_tok)
+    finetune.freeze(model, cfg.finetune.freeze)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     progress = Progress()
+    if parent is not None:
+        parent.continue_training_state(cfg, model, optimizer, scheduler, progress)
     if resume_state is not None:
         unwrap(model).load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -441,7 +452,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     if writer is not None:
         writer.close()
     log.info("training finished (%s) after %d steps, %.1f minutes; best %s %.2f at step %s", stop_reason,
-             progress.step, progress.elapsed / 60, t.early_stop_metric, progress.best_score or float("nan"),
-             progress.best_step)
+             progress.step, progress.elapsed / 60, t.early_stop_metric,
+             float("nan") if progress.best_score is None else progress.best_score, progress.best_step)
     return {"step": progress.step, "best_score": progress.best_score, "best_step": progress.best_step,
             "elapsed": progress.elapsed, "stop_reason": stop_reason}

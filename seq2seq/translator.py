@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, config_from_dict
-from .data import pad
+from .data import pad, tag_sources
 from .model import Seq2Seq, build_model, resolve_device
 from .search import Hypothesis, beam_search, greedy_search, max_output_lengths
 from .tokenizer import Tokenizer, tokenizer_files
@@ -104,7 +104,10 @@ class Translator:
 
     def encode_sources(self, lines: Sequence[str]) -> list[list[int]]:
         limit = self.config.data.max_src_len
-        ids = self.src_tok.encode_batch([line.strip() for line in lines])
+        lines = [line.strip() for line in lines]
+        if self.config.data.src_prefix_tag:
+            lines = tag_sources(lines, self.config.data.tgt_lang)
+        ids = self.src_tok.encode_batch(lines)
         for n, s in enumerate(ids):
             if len(s) > limit:
                 log.warning("input line %d has %d pieces; truncated to the model's limit of %d",
