@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -185,6 +186,9 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -207,6 +211,8 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
     elif tp is float:
+        if isinstance(value, str) and _YAML11_EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 3e-4 (no dot) as a string; users mean a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         value = float(value)

@@ -442,7 +442,9 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
             if stop_reason is None:
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
-                if t.valid_at_epoch_end and run_validation():
+                # An epoch that ends on a valid_every step was just validated: once is enough
+                # (a repeat would count as a validation without improvement).
+                if t.valid_at_epoch_end and progress.last_valid_step != progress.step and run_validation():
                     stop_reason = "early stopping"
                 clock = time.perf_counter()
         if stop_reason is None:

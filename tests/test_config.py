@@ -1,0 +1,180 @@
+"""Config validation: every user error names its dotted key; defaults and shipped configs load."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seq2seq.config import Config, ConfigError, config_from_dict, defaults_yaml, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_of(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    return str(info.value)
+
+
+def test_unknown_key_names_path_and_suggests_the_closest():
+    msg = error_of({"model": {"encoder": {"hiden_size": 3}}})
+    assert msg.startswith("model.encoder.hiden_size: unknown key")
+    assert "did you mean hidden_size?" in msg
+
+
+def test_unknown_key_without_a_close_name_lists_the_known_ones():
+    msg = error_of({"training": {"zzzzzz": 1}})
+    assert msg.startswith("training.zzzzzz: unknown key")
+    assert "known keys" in msg and "lr" in msg
+
+
+def test_unknown_section_names_it():
+    assert error_of({"trainng": {}}).startswith("trainng: unknown key, did you mean training?")
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"training": {"lr": "fast"}}, "training.lr", ["a number", "'fast'"]),
+    ({"training": {"max_epochs": 2.5}}, "training.max_epochs", ["an integer", "2.5"]),
+    ({"training": {"max_epochs": True}}, "training.max_epochs", ["an integer"]),
+    ({"model": {"encoder": {"bidirectional": "yes"}}}, "model.encoder.bidirectional", ["true or false"]),
+    ({"data": {"src_lang": 5}}, "data.src_lang", ["a string"]),
+    ({"training": {"betas": "0.9"}}, "training.betas", ["a list of numbers"]),
+    ({"model": {"encoder": {"hidden_size": None}}}, "model.encoder.hidden_size", ["null is not allowed"]),
+    ({"model": {"encoder": 3}}, "model.encoder", ["expected a mapping"]),
+])
+def test_wrong_type_names_key_expected_and_given(raw, key, words):
+    msg = error_of(raw)
+    assert msg.startswith(key + ":"), msg
+    for w in words:
+        assert w in msg, msg
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"training": {"lr": 0}}, "training.lr", ["greater than 0.0", "got 0"]),
+    ({"training": {"lr": -1e-3}}, "training.lr", ["greater than"]),
+    ({"model": {"encoder": {"dropout": 1.5}}}, "model.encoder.dropout", ["at most 1.0", "1.5"]),
+    ({"model": {"decoder": {"num_layers": 0}}}, "model.decoder.num_layers", ["at least 1", "0"]),
+    ({"decoding": {"beam_size": 0}}, "decoding.beam_size", ["at least 1"]),
+    ({"tokenizer": {"vocab_size": 4}}, "tokenizer.vocab_size", ["at least 8"]),
+    ({"training": {"lr": float("nan")}}, "training.lr", ["finite"]),
+])
+def test_out_of_range_names_key_and_bound(raw, key, words):
+    msg = error_of(raw)
+    assert msg.startswith(key + ":"), msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_literal_choice_lists_the_allowed_values():
+    assert error_of({"model": {"encoder": {"cell": "lstn"}}}) == "model.encoder.cell: 'lstn' is not one of: lstm, gru"
+    assert error_of({"model": {"decoder": {"attention": "luong"}}}) == (
+        "model.decoder.attention: 'luong' is not one of: additive, dot, general")
+    assert error_of({"training": {"optimizer": "Adam"}}).startswith("training.optimizer: 'Adam' is not one of:")
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"tokenizer": {"joint": False}, "model": {"share_embeddings": True}}, "model.share_embeddings",
+     ["tokenizer.joint"]),
+    ({"model": {"share_embeddings": True, "encoder": {"emb_size": 16}, "decoder": {"emb_size": 32}}},
+     "model.share_embeddings", ["16", "32"]),
+    ({"model": {"tie_embeddings": True, "decoder": {"emb_size": 16, "hidden_size": 32}}},
+     "model.tie_embeddings", ["emb_size", "hidden_size"]),
+    ({"model": {"encoder": {"hidden_size": 8, "bidirectional": True},
+                "decoder": {"hidden_size": 8, "attention": "dot"}}}, "model.decoder.attention", ["16", "8"]),
+    ({"training": {"batch_tokens": None, "batch_size": None}}, "training.batch_tokens", ["batch_size"]),
+    ({"training": {"betas": [0.9]}}, "training.betas", ["two numbers"]),
+    ({"training": {"betas": [0.9, 1.0]}}, "training.betas", ["[0, 1)"]),
+    ({"data": {"src_lang": "en", "tgt_lang": "en"}}, "data.tgt_lang", ["src_lang"]),
+])
+def test_cross_field_rules_name_a_key(raw, key, words):
+    msg = error_of(raw)
+    assert msg.startswith(key + ":"), msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_cross_field_rules_accept_valid_combinations():
+    cfg = config_from_dict({"model": {"share_embeddings": True, "tie_embeddings": True,
+                                      "encoder": {"emb_size": 32, "hidden_size": 16, "bidirectional": True},
+                                      "decoder": {"emb_size": 32, "hidden_size": 32, "attention": "dot"}}})
+    assert cfg.model.share_embeddings and cfg.model.tie_embeddings
+
+
+def write(tmp_path, raw) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_overrides_set_nested_values_with_yaml_types(tmp_path):
+    cfg = load_config(write(tmp_path, {"training": {"lr": 0.1}}),
+                      ["training.lr=3e-4", "model.encoder.cell=gru", "training.max_steps=null",
+                       "model.decoder.input_feeding=false", "training.betas=[0.8, 0.99]"])
+    assert cfg.training.lr == 3e-4
+    assert cfg.model.encoder.cell == "gru"
+    assert cfg.training.max_steps is None
+    assert cfg.model.decoder.input_feeding is False
+    assert cfg.training.betas == [0.8, 0.99]
+
+
+@pytest.mark.parametrize("override, start", [
+    ("model.encoder.cell=lstn", "model.encoder.cell: 'lstn' is not one of: lstm, gru"),
+    ("model.encoder.hiden_size=3", "model.encoder.hiden_size: unknown key, did you mean hidden_size?"),
+    ("training.lr=fast", "training.lr: expected a number"),
+    ("training.lr=0", "training.lr: must be greater than"),
+    ("model.tie_embeddings=true", "model.tie_embeddings:"),  # emb 256 != hidden 512 by default
+    ("training.lr.x=1", "training.lr:"),
+])
+def test_overrides_go_through_the_same_validation(tmp_path, override, start):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, {}), [override])
+    assert str(info.value).startswith(start), str(info.value)
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # PyYAML (YAML 1.1) reads 1e-3 as a string; both files and --set must still accept it.
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  lr: 1e-3\n  min_lr: 5E-7\n")
+    cfg = load_config(path, ["training.weight_decay=1e-5"])
+    assert (cfg.training.lr, cfg.training.min_lr, cfg.training.weight_decay) == (1e-3, 5e-7, 1e-5)
+
+
+def test_malformed_override_is_a_config_error():
+    with pytest.raises(ConfigError, match="KEY.PATH=VALUE"):
+        load_config(None, ["training.lr"])
+
+
+def test_missing_and_invalid_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(top)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    assert isinstance(load_config(path), Config)
+
+
+def test_shipped_configs_exist():
+    names = {p.name for p in (ROOT / "configs").glob("*.yaml")}
+    assert {"tiny.yaml", "multi30k_en_de.yaml"} <= names
+
+
+def test_defaults_yaml_loads_back_to_the_defaults():
+    text = defaults_yaml()
+    assert config_from_dict(yaml.safe_load(text)) == Config()
+    # Every key carries its help text as a comment.
+    leaves = [line for line in text.splitlines() if not line.rstrip().endswith(":")]
+    assert leaves and all("  # " in line for line in leaves)
+
+
+def test_config_is_frozen():
+    cfg = Config()
+    with pytest.raises(Exception):
+        cfg.training.lr = 1.0  # type: ignore[misc]

@@ -1,0 +1,134 @@
+"""Training runs: resume equals an uninterrupted run, seeds reproduce, best checkpoints are
+pruned, and metrics.jsonl is machine-readable."""
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from conftest import tiny_config_dict, write_synthetic
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.config import config_from_dict
+from seq2seq.trainer import StopFlag, TrainingError, train
+
+STEPS = 25  # 15 batches per epoch: the runs cross an epoch boundary
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_synthetic(tmp_path_factory.mktemp("small"), train=240, valid=20, test=5, seed=3)
+
+
+def config(data_dir, **training):
+    # Dropout makes the run depend on the RNG state, and the plateau schedule on the
+    # validation history: resuming must restore both.
+    raw = tiny_config_dict(
+        data_dir,
+        model={"encoder": {"emb_size": 16, "hidden_size": 16, "dropout": 0.2},
+               "decoder": {"emb_size": 16, "hidden_size": 32, "dropout": 0.2}},
+        training={"batch_size": 16, "max_epochs": 10, "max_steps": STEPS, "valid_every": 5,
+                  "scheduler": "plateau", "plateau_patience": 0, "early_stop_metric": "loss",
+                  "keep_best": 2, **training},
+        decoding={"batch_size": 20})
+    return config_from_dict(raw)
+
+
+def weights(run_dir):
+    return load_checkpoint(run_dir / "last.pt")["model"]
+
+
+def assert_same_weights(a, b):
+    assert list(a) == list(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("full")
+    train(config(data_dir), run_dir, quiet=True)
+    return run_dir
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, data_dir, full_run):
+    run_dir = tmp_path / "resumed"
+    # Stop on a validation step, so the stop itself adds no validation (and no scheduler step).
+    first = train(config(data_dir, max_steps=10), run_dir, quiet=True)
+    assert first["step"] == 10
+    assert load_checkpoint(run_dir / "last.pt")["progress"]["epoch"] == 1
+    result = train(config(data_dir, max_steps=STEPS), run_dir, resume=True, quiet=True)
+    assert result["step"] == STEPS
+    assert_same_weights(weights(run_dir), weights(full_run))
+    resumed, full = (load_checkpoint(d / "last.pt") for d in (run_dir, full_run))
+    assert resumed["progress"] == full["progress"] | {"elapsed": resumed["progress"]["elapsed"]}
+    assert resumed["optimizer"]["param_groups"][0]["lr"] == full["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_same_seed_gives_identical_weights(tmp_path, data_dir, full_run):
+    train(config(data_dir), tmp_path / "again", quiet=True)
+    assert_same_weights(weights(tmp_path / "again"), weights(full_run))
+
+
+def test_different_seeds_give_different_weights(tmp_path, data_dir):
+    train(config(data_dir, max_steps=3, seed=1), tmp_path / "a", quiet=True)
+    train(config(data_dir, max_steps=3, seed=2), tmp_path / "b", quiet=True)
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def records(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_metrics_jsonl_has_one_valid_json_line_per_validation(full_run):
+    recs = records(full_run)
+    assert recs
+    for r in recs:
+        for key in ("step", "epoch", "lr", "valid_loss", "valid_ppl", "bleu", "chrf"):
+            assert key in r, key
+        assert isinstance(r["valid_loss"], float) and 0.0 <= r["bleu"] <= 100.0
+    steps = [r["step"] for r in recs]
+    assert steps == sorted(set(steps)), f"validated twice at one step: {steps}"
+    assert steps[-1] == STEPS
+
+
+def test_epoch_end_on_a_validation_step_validates_once(tmp_path, data_dir):
+    # valid_every=1 makes every epoch end fall on a validation step.
+    run_dir = tmp_path / "every"
+    train(config(data_dir, valid_every=1, max_steps=16), run_dir, quiet=True)
+    recs = records(run_dir)
+    assert [r["step"] for r in recs] == list(range(1, 17))
+    assert {r["epoch"] for r in recs} == {1, 2}  # an epoch boundary was crossed
+
+
+def test_keep_best_keeps_at_most_n_best_checkpoints(full_run):
+    kept = sorted(full_run.glob("best.step*.pt"))
+    assert 1 <= len(kept) <= 2
+    best_records = sorted((r for r in records(full_run) if r.get("best")), key=lambda r: r["valid_loss"])
+    assert {p.name for p in kept} == {f"best.step{r['step']}.pt" for r in best_records[:2]}
+    best = load_checkpoint(full_run / "best.pt")
+    assert best["step"] == best_records[0]["step"]
+    for p in kept:
+        load_checkpoint(p)
+
+
+def test_run_directory_contents(full_run):
+    for name in ("config.yaml", "spm.joint.model", "best.pt", "last.pt", "train.log", "metrics.jsonl",
+                 "valid.best.hyp"):
+        assert (full_run / name).exists(), name
+    assert "training finished" in (full_run / "train.log").read_text()
+
+
+def test_resume_without_last_checkpoint_is_an_error(tmp_path, data_dir):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(config(data_dir), tmp_path / "empty", resume=True, quiet=True)
+
+
+def test_stop_flag_turns_a_signal_into_a_flag():
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopFlag() as flag:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is previous
