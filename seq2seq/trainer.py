@@ -137,12 +137,14 @@ def split_batch(batch: Batch) -> tuple[Batch, Batch]:
 
 def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float,
                      label_smoothing: float) -> tuple[float, int]:
-    """Accumulate the gradients of `batch`'s summed loss divided by `denominator`. When the batch does not
-    fit in memory its halves are tried in turn (same gradients, as the loss is a sum); a
+    """Accumulate the gradients of `batch`'s summed loss divided by `denominator`. When the batch
+    does not fit in memory its halves are tried in turn (same gradients, as the loss is a sum); a
     single pair that still does not fit is skipped. Returns (summed loss, pairs skipped)."""
+    in_backward = False
     try:
         logits = model(batch.src, batch.src_lengths, batch.tgt_in)
         loss_sum = token_loss(logits, batch.tgt_out, label_smoothing)
+        in_backward = True
         (loss_sum / denominator).backward()
         return loss_sum.item(), 0
     except RuntimeError as e:
@@ -150,6 +152,11 @@ def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float
         if not is_out_of_memory(e) or dist.world_size() > 1:
             raise
     logits = loss_sum = None  # free what the failed attempt held before retrying
+    if in_backward:
+        # A torn backward pass may have added part of this batch's gradients: start the update
+        # afresh (with accum_steps > 1 the earlier batches of this update are dropped with it).
+        log.warning("out of memory in the backward pass; gradients of this update so far are dropped")
+        model.zero_grad(set_to_none=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if batch.src.size(0) == 1:

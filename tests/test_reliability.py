@@ -82,7 +82,7 @@ def train_log(run_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def uninterrupted_run(tmp_path_factory, small_data) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    train(config_from_dict(small_config(small_data, max_steps=60)), run_dir, quiet=True)
+    train(config_from_dict(small_config(small_data, max_steps=45)), run_dir, quiet=True)
     return run_dir
 
 
@@ -103,7 +103,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_last_and_resume_matches_uninterrupted_run(tmp_path, small_data, uninterrupted_run, sig):
     config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump(small_config(small_data, max_steps=60)))
+    config.write_text(yaml.safe_dump(small_config(small_data, max_steps=45)))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, "train", "--config", str(config),
@@ -120,14 +120,15 @@ def test_signal_saves_last_and_resume_matches_uninterrupted_run(tmp_path, small_
     assert "Traceback" not in err
     assert f"seq2seq train --run-dir {run_dir} --resume" in err
     stopped = load_checkpoint(run_dir / "last.pt")
-    assert 5 <= stopped["step"] < 38, "the signal should stop training mid-epoch 1"
+    # Stopped mid-epoch 1 (an epoch has about 32 batches here), before its validation.
+    assert stopped["progress"]["epoch"] == 1 and 5 <= stopped["step"] < 30
     assert stopped["progress"]["batch_in_epoch"] == stopped["step"]
 
     # Resume exactly as the message says (no --config: the run keeps its own limits).
     resumed = subprocess.run([sys.executable, "-m", "seq2seq", "train", "--run-dir", str(run_dir), "--resume",
                               "--quiet"], capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert load_checkpoint(run_dir / "last.pt")["step"] == 60
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 45
     assert (run_dir / "spm.joint.model").read_bytes() == (uninterrupted_run / "spm.joint.model").read_bytes()
     assert_same_weights(weights(run_dir / "last.pt"), weights(uninterrupted_run / "last.pt"))
 
@@ -441,7 +442,8 @@ def test_translate_stream_memory_does_not_grow_with_input(trained_run):
     translator = Translator.load(trained_run, device="cpu")
 
     def peak(n: int) -> int:
-        lines = ("ka lo mi nu pe ri su ta" for _ in range(n))  # a generator: nothing held up front
+        # A generator of fresh strings: nothing is held up front, and holding lines would cost.
+        lines = (" ".join(["ka", "lo", "mi", "nu", "pe", "ri", "su", "ta"]) for _ in range(n))
         tracemalloc.start()
         count = sum(1 for _ in translator.translate_stream(lines, beam_size=1, batch_size=50))
         _, top = tracemalloc.get_traced_memory()
@@ -449,10 +451,10 @@ def test_translate_stream_memory_does_not_grow_with_input(trained_run):
         assert count == n
         return top
 
-    peak(200)  # warm-up: one-off allocations (caches, lazy imports) are not growth
-    small, large = peak(1000), peak(4000)
-    # Holding the input or the output would add ~3000 lines' worth (well over 300 kB) to `large`.
-    assert large < small * 1.3 + 100_000, (small, large)
+    peak(100)  # warm-up: one-off allocations (caches, lazy imports) are not growth
+    small, large = peak(500), peak(2000)
+    # Streaming grows by ~10 kB here; holding the 1500 extra inputs and outputs would add ~200 kB.
+    assert large - small < 1500 * 50, (small, large)
 
 
 def test_stdin_output_appears_before_input_ends(trained_run):
