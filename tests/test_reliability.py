@@ -100,7 +100,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_last_and_resume_matches_uninterrupted_run(tmp_path, small_data, uninterrupted_run, sig):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(small_config(small_data, max_steps=45)))
@@ -330,7 +330,7 @@ def test_empty_and_overlong_pairs_are_dropped_with_counts(tmp_path, capsys):
         train_log(tmp_path / "run")
 
 
-@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b" \t\n\n"])
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n", b" \t\n\n"], ids=["empty", "blank", "whitespace"])
 def test_training_set_that_ends_up_empty_is_an_error(tmp_path, capsys, content):
     d = broken_data(tmp_path, content, b"\n" * content.count(b"\n"))
     code, err = train_cli(tmp_path, d, capsys)
