@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -48,9 +47,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a directory)" if path.is_dir() else ""))
     try:
+        # torch.load does not check the zip CRCs, so flipped bytes inside a tensor would load
+        # as silently wrong weights; testzip reads every member and checks it.
+        if zipfile.is_zipfile(path):
+            damaged = zipfile.ZipFile(path).testzip()
+            if damaged is not None:
+                raise CheckpointError(f"{path}: corrupted checkpoint (checksum mismatch in {damaged})")
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError,
-            AttributeError, TypeError, KeyError) as e:
+    except CheckpointError:
+        raise
+    except Exception as e:  # a damaged file can fail in any layer (zip, pickle, tensors)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable seq2seq checkpoint (truncated, corrupted or "
                               f"not a torch file): {first_line[:200]}") from None

@@ -22,7 +22,10 @@ def _open_input(path: str | None):
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: " + ("is a directory, expected a text file" if p.is_dir() else "file not found"))
-    return open(p, encoding="utf-8", errors="replace", newline="\n")
+    try:
+        return open(p, encoding="utf-8", errors="replace", newline="\n")
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror})") from None
 
 
 def _lines(stream):
@@ -38,7 +41,9 @@ def cmd_train(args) -> int:
         if args.config is None:
             raise ConfigError("--run-dir: needed with --resume when no --config is given")
         args.run_dir = str(Path("runs") / Path(args.config).stem)
-    cfg = load_config(args.config, args.set)
+    # Resuming without --config keeps the run's own settings (its stopping limits included).
+    base = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
+    cfg = load_config(base, args.set)
     train(cfg, args.run_dir, resume=args.resume, quiet=args.quiet)
     return 0
 
@@ -78,8 +83,11 @@ def cmd_translate(args) -> int:
     source = _open_input(args.input)
     interactive = args.input in (None, "-") and sys.stdin.isatty()
     show_bar = not args.quiet and not interactive and sys.stderr.isatty()
-    out = (open(args.output, "w", encoding="utf-8", newline="\n") if args.output
-           else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n", line_buffering=True))
+    try:
+        out = (open(args.output, "w", encoding="utf-8", newline="\n") if args.output
+               else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n", line_buffering=True))
+    except OSError as e:
+        raise DataError(f"{args.output}: cannot write ({e.strerror})") from None
     bar = tqdm(total=_count_lines(args.input) if show_bar else None, disable=not show_bar, unit="sent",
                desc="translating", dynamic_ncols=True, leave=False)
     try:
@@ -255,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise
-    except Interrupted:
+    except Interrupted as e:
+        print(f"seq2seq {args.command}: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        print(f"seq2seq {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -215,7 +215,10 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
             value = float(value)  # PyYAML reads 3e-4 (no dot) as a string; users mean a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{path}: {value} is too large for a number") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{path}: expected a finite number, got {value!r}")
     elif tp is str:
@@ -233,7 +236,10 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
         if not isinstance(value, list) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{path}: expected a list of numbers, got {value!r}")
-        return [float(v) for v in value]
+        try:
+            return [float(v) for v in value]
+        except OverflowError:
+            raise ConfigError(f"{path}: a number in {value} is too large") from None
     lo, hi = meta.get("min"), meta.get("max")
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
         relation = "greater than" if meta.get("min_exclusive") else "at least"

@@ -20,7 +20,7 @@ from . import distributed as dist
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap
 from .config import Config, config_from_dict, dump_yaml, to_dict
 from . import finetune
-from .data import (DataError, ParallelData, encode_parallel, epoch_batches, iterate_batches, make_batch,
+from .data import (Batch, DataError, ParallelData, encode_parallel, epoch_batches, iterate_batches, make_batch,
                    read_parallel, batch_indices, tag_sources, tags_in)
 from .metrics import score_all
 from .model import Seq2Seq, build_model, count_parameters, resolve_device
@@ -129,6 +129,60 @@ def token_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: floa
                            reduction="sum", label_smoothing=label_smoothing)
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error))
+
+
+def split_batch(batch: Batch) -> tuple[Batch, Batch]:
+    """Two halves of a batch, each trimmed to its own longest sentence."""
+    half = batch.src.size(0) // 2
+    parts = []
+    for rows in (slice(0, half), slice(half, None)):
+        lengths = batch.src_lengths[rows]
+        tgt_out = batch.tgt_out[rows]
+        tgt_len = int((tgt_out != PAD).sum(dim=1).max())
+        parts.append(Batch(batch.src[rows, :int(lengths.max())], lengths, batch.tgt_in[rows, :tgt_len],
+                           tgt_out[:, :tgt_len], batch.indices[rows]))
+    return parts[0], parts[1]
+
+
+def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float,
+                     label_smoothing: float) -> tuple[float, int]:
+    """Accumulate the gradients of `batch`'s summed loss divided by `denominator`. When the batch
+    does not fit in memory its halves are tried in turn (same gradients, as the loss is a sum); a
+    single pair that still does not fit is skipped. Returns (summed loss, pairs skipped)."""
+    in_backward = False
+    try:
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        loss_sum = token_loss(logits, batch.tgt_out, label_smoothing)
+        in_backward = True
+        (loss_sum / denominator).backward()
+        return loss_sum.item(), 0
+    except RuntimeError as e:
+        # Under DDP every rank must run the same backward passes, so splitting is not an option.
+        if not is_out_of_memory(e) or dist.world_size() > 1:
+            raise
+    logits = loss_sum = None  # free what the failed attempt held before retrying
+    if in_backward:
+        # A torn backward pass may have added part of this batch's gradients: start the update
+        # afresh (with accum_steps > 1 the earlier batches of this update are dropped with it).
+        log.warning("out of memory in the backward pass; gradients of this update so far are dropped")
+        model.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if batch.src.size(0) == 1:
+        log.warning("out of memory on a single pair (%d source, %d target pieces); pair skipped",
+                    int(batch.src_lengths[0]), batch.num_tgt_tokens)
+        return 0.0, 1
+    log.warning("out of memory on a batch of %d pairs; retrying it in halves", batch.src.size(0))
+    total, skipped = 0.0, 0
+    for part in split_batch(batch):
+        loss, n = forward_backward(model, part, denominator=denominator, label_smoothing=label_smoothing)
+        total, skipped = total + loss, skipped + n
+    return total, skipped
+
+
 # ---------------------------------------------------------------------------------------
 # Progress that survives a restart
 
@@ -144,6 +198,7 @@ class Progress:
     bad_validations: int = 0
     last_valid_step: int = -1
     nonfinite_in_a_row: int = 0
+    oom_skipped: int = 0          # pairs skipped because even alone they did not fit in memory
     kept: list = field(default_factory=list)  # [[score, step, file], ...] best checkpoints on disk
 
     def improved(self, score: float, metric: str) -> bool:
@@ -262,6 +317,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                                          skip_invalid_utf8=d.skip_invalid_utf8)
     valid_src, valid_tgt = read_parallel(f"{d.valid}.{d.src_lang}", f"{d.valid}.{d.tgt_lang}",
                                          skip_invalid_utf8=d.skip_invalid_utf8)
+    if not any(s.strip() and t.strip() for s, t in zip(train_src, train_tgt)):
+        raise DataError(f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}: no non-empty sentence pairs to train on")
     if d.src_prefix_tag:
         train_src, valid_src = tag_sources(train_src, d.tgt_lang), tag_sources(valid_src, d.tgt_lang)
     # A fine-tuned run gets its tokenizers from the parent (copied or transferred) before loading them.
@@ -306,6 +363,16 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
         if dist.is_main():
             save_checkpoint(run_dir / name, checkpoint_payload(model, optimizer, scheduler, progress, cfg, full=full))
 
+    def save_if_finite() -> str:
+        """Save last.pt when the weights are still finite (skipped updates leave them so);
+        the name of the newest checkpoint with finite weights, for the error message."""
+        if all(torch.isfinite(p).all() for p in model.parameters()):
+            save("last.pt", full=True)
+            return f"{run_dir / 'last.pt'} (step {progress.step})"
+        if progress.best_step is not None:
+            return f"{run_dir / 'best.pt'} (step {progress.best_step})"
+        return "none (no checkpoint saved yet)"
+
     def run_validation() -> bool:
         """Validate, checkpoint and decide on early stopping; True means stop."""
         stop = False
@@ -317,6 +384,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                       "lr": optimizer.param_groups[0]["lr"], "train_loss": window_loss(),
                       **{k: v for k, v in result.items() if k != "hypotheses"}}
             finite = all(torch.isfinite(p).all() for p in model.parameters())
+            if not finite:
+                log.warning("step %d: weights are not finite; this model is never saved as best", progress.step)
             if finite and progress.improved(score, t.early_stop_metric):
                 progress.best_score, progress.best_step, progress.bad_validations = score, progress.step, 0
                 save("best.pt", full=False)
@@ -381,12 +450,12 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
             tokens_seen, window_start = 0, time.perf_counter()
             for batch in iterate_batches(train_data, batches, progress.batch_in_epoch):
                 batch = batch.to(device)
-                logits = train_model(batch.src, batch.src_lengths, batch.tgt_in)
-                loss_sum = token_loss(logits, batch.tgt_out, t.label_smoothing)
                 ntok = batch.num_tgt_tokens
                 denominator = ntok if t.loss_normalization == "tokens" else batch.src.size(0)
-                (loss_sum / (denominator * t.accum_steps)).backward()
-                window.append((loss_sum.item(), ntok))
+                loss_sum, skipped = forward_backward(train_model, batch, denominator=denominator * t.accum_steps,
+                                                     label_smoothing=t.label_smoothing)
+                progress.oom_skipped += skipped
+                window.append((loss_sum, ntok))
                 tokens_seen += ntok
                 progress.batch_in_epoch += 1
                 pending += 1
@@ -404,7 +473,7 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                     if progress.nonfinite_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                         raise TrainingError(
                             f"step {progress.step + 1}: {progress.nonfinite_in_a_row} updates in a row had "
-                            f"non-finite loss or gradients; stopping. Last good checkpoint: {run_dir / 'last.pt'}")
+                            f"non-finite loss or gradients; stopping. Last good checkpoint: {save_if_finite()}")
                     continue
                 progress.nonfinite_in_a_row = 0
                 optimizer.step()
@@ -433,9 +502,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                 if stop_reason is None and dist.any_rank(stop_flag.signal_name is not None):
                     save("last.pt", full=True)
                     bar.close()
-                    log.info("stopped by %s at step %d; resume with: seq2seq train --run-dir %s --resume",
-                             stop_flag.signal_name or "a signal", progress.step, run_dir)
-                    raise Interrupted(stop_flag.signal_name)
+                    message = (f"stopped by {stop_flag.signal_name} at step {progress.step}; saved "
+                               f"{run_dir / 'last.pt'}; resume with: seq2seq train --run-dir {run_dir} --resume")
+                    log.info("%s", message)
+                    raise Interrupted(message)
                 if stop_reason is not None:
                     break
             bar.close()
@@ -453,6 +523,9 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
             run_validation()
     if writer is not None:
         writer.close()
+    if progress.oom_skipped:
+        log.warning("%d training pairs were skipped because even alone they did not fit in memory",
+                    progress.oom_skipped)
     log.info("training finished (%s) after %d steps, %.1f minutes; best %s %.2f at step %s", stop_reason,
              progress.step, progress.elapsed / 60, t.early_stop_metric,
              float("nan") if progress.best_score is None else progress.best_score, progress.best_step)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -102,7 +104,7 @@ class Translator:
                                   f"({first[1].strip() if len(first) > 1 else first[0][:200]})") from None
         return cls(model.to(dev), src_tok, tgt_tok, config, dev)
 
-    def encode_sources(self, lines: Sequence[str]) -> list[list[int]]:
+    def encode_sources(self, lines: Sequence[str], first_line: int = 1) -> list[list[int]]:
         limit = self.config.data.max_src_len
         lines = [line.strip() for line in lines]
         if self.config.data.src_prefix_tag:
@@ -111,14 +113,14 @@ class Translator:
         for n, s in enumerate(ids):
             if len(s) > limit:
                 log.warning("input line %d has %d pieces; truncated to the model's limit of %d",
-                            n + 1, len(s), limit)
+                            first_line + n, len(s), limit)
                 ids[n] = s[:limit]
         return ids
 
     def search(self, lines: Sequence[str], *, beam_size: int | None = None, batch_size: int | None = None,
                length_penalty: float | None = None, max_len_ratio: float | None = None,
-               nbest: int = 1, return_attention: bool = False) -> list[list[Hypothesis]]:
-        return self._search(self.encode_sources(lines), beam_size=beam_size, batch_size=batch_size,
+               nbest: int = 1, return_attention: bool = False, first_line: int = 1) -> list[list[Hypothesis]]:
+        return self._search(self.encode_sources(lines, first_line), beam_size=beam_size, batch_size=batch_size,
                             length_penalty=length_penalty, max_len_ratio=max_len_ratio, nbest=nbest,
                             return_attention=return_attention)
 
@@ -134,8 +136,8 @@ class Translator:
             max_len_offset=dc.max_len_offset, nbest=nbest, device=self.device, return_attention=return_attention)
 
     def detokenize(self, hyp: Hypothesis) -> str:
-        # A translation is one line, whatever pieces the model produced.
-        return " ".join(self.tgt_tok.decode(hyp.tokens).split("\n")).replace("\r", " ")
+        # A translation is one line, whatever pieces the model produced (no \r, U+2028, ... either).
+        return " ".join(self.tgt_tok.decode(hyp.tokens).splitlines())
 
     def translate(self, lines: Sequence[str], *, nbest: int = 1, **options) -> list[str] | list[list[str]]:
         """Translate raw sentences, in order: one string per input, or with nbest > 1 a list of
@@ -164,14 +166,47 @@ class Translator:
 
     def translate_stream(self, lines: Iterable[str], *, chunk_lines: int | None = None,
                          **options) -> Iterator[str]:
-        """Translate a stream of lines chunk by chunk, so memory stays bounded and output
-        appears as chunks finish (for pipes)."""
+        """Translate a stream of lines chunk by chunk, so memory stays bounded. A chunk is the
+        lines that have arrived, up to `chunk_lines`: in a pipe, output does not wait for input
+        that has not been written yet."""
         size = chunk_lines or (options.get("batch_size") or self.config.decoding.batch_size) * 4
-        chunk: list[str] = []
+        waiting: queue.Queue = queue.Queue(maxsize=2 * size)
+        threading.Thread(target=_read_into, args=(lines, waiting), daemon=True).start()
+        first_line, done = 1, False
+        while not done:
+            chunk = []
+            item = waiting.get()  # block for the first line only
+            while True:
+                if item is _END:
+                    done = True
+                    break
+                if isinstance(item, _Failure):
+                    raise item.error
+                chunk.append(item)
+                if len(chunk) >= size:
+                    break
+                try:
+                    item = waiting.get_nowait()
+                except queue.Empty:
+                    break
+            if chunk:
+                yield from self.translate(chunk, first_line=first_line, **options)
+                first_line += len(chunk)
+
+
+_END = object()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+def _read_into(lines: Iterable[str], waiting: queue.Queue) -> None:
+    """Feed `lines` into a bounded queue (runs in a thread), then an end marker."""
+    try:
         for line in lines:
-            chunk.append(line)
-            if len(chunk) >= size:
-                yield from self.translate(chunk, **options)
-                chunk = []
-        if chunk:
-            yield from self.translate(chunk, **options)
+            waiting.put(line)
+    except BaseException as e:  # handed to the consumer, which raises it
+        waiting.put(_Failure(e))
+    waiting.put(_END)
