@@ -46,7 +46,8 @@ def cmd_train(args) -> int:
 def cmd_translate(args) -> int:
     from .translator import Translator
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
-    translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint)
+    translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint,
+                                 quantize=args.quantize)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, length_penalty=args.length_penalty,
                    max_len_ratio=args.max_len_ratio)
     source = _open_input(args.input)
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len-ratio", type=float, help="output at most this times the source length (+ offset)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside RUN_DIR (default: best.pt)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="int8 dynamic quantization of the linear and encoder RNN layers (CPU only)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU")
