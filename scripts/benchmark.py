@@ -292,14 +292,15 @@ def markdown(result: dict, peers: list[dict] | None) -> str:
                      f"{d['chrf']:.2f} | {d['decode_peak_rss_mb']:,.0f} |")
     if peers:
         ours = result["peer_compatible"]
-        lines += ["", "Next to the peers (run_peers.sh; logged training rate includes EOS):", "",
+        smoke = " NOT COMPARABLE: smoke settings (fewer steps or a decoding subset)." if result["smoke"] else ""
+        lines += ["", f"Next to the peers (run_peers.sh; logged training rate includes EOS).{smoke}", "",
                   "| toolkit | steps | median logged tgt tok/s | beam-5 decode s | BLEU | chrF |", "|---|---|---|---|---|---|"]
         for p in [ours, *peers]:
             lines.append(f"| {p['toolkit']} | {p['steps']} | {p.get('median_logged_tgt_tok_s_incl_eos') or 0:,.0f} | "
                          f"{p.get('beam5_generation_s') or float('nan'):.1f} | {p.get('beam5_bleu', float('nan')):.2f} | "
                          f"{p.get('beam5_chrf', float('nan')):.2f} |")
         for p in peers:
-            if p.get("median_logged_tgt_tok_s_incl_eos") and p.get("beam5_generation_s") and ours.get("beam5_generation_s"):
+            if all(p.get(k) and ours.get(k) for k in ("median_logged_tgt_tok_s_incl_eos", "beam5_generation_s")):
                 lines.append(f"\nvs {p['toolkit']}: training x{ours['median_logged_tgt_tok_s_incl_eos'] / p['median_logged_tgt_tok_s_incl_eos']:.2f}, "
                              f"beam-5 decoding x{p['beam5_generation_s'] / ours['beam5_generation_s']:.2f}")
     return "\n".join(lines) + "\n"
