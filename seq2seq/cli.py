@@ -75,7 +75,8 @@ def cmd_translate(args) -> int:
     if args.attention:
         from .plot import _pyplot
         _pyplot()  # a missing matplotlib is reported before any translation work
-    translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint)
+    translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint,
+                                 quantize=args.quantize)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, length_penalty=args.length_penalty,
                    max_len_ratio=args.max_len_ratio)
     nbest = args.nbest or 1
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write an attention heatmap of the best translation of each input into DIR/INDEX.png "
                         "(needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="int8 dynamic quantization of the linear and encoder RNN layers (CPU only)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU")

@@ -54,6 +54,16 @@ def any_rank(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def broadcast_float(value: float) -> float:
+    """Rank 0's value on every rank (for decisions only rank 0 can compute, like validation)."""
+    if not active():
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64,
+                     device="cuda" if tdist.get_backend() == "nccl" else "cpu")
+    tdist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
     """DistributedDataParallel when running under torchrun, the model itself otherwise."""
     if not active():

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -283,9 +283,12 @@ def checkpoint_payload(model, optimizer, scheduler, progress: Progress, cfg: Con
     return payload
 
 
-def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool = False,
+          on_step: Callable[[int, float, Sequence[Any]], None] | None = None) -> dict[str, Any]:
     """Train a model as `cfg` describes, writing everything into `run_dir`. Returns the best
-    validation figures. With `resume`, continue exactly where `run_dir/last.pt` stopped."""
+    validation figures. With `resume`, continue exactly where `run_dir/last.pt` stopped.
+    `on_step(step, seconds, batches)`, if given, is called after every update with its wall time
+    and the batches it consumed (for benchmarks)."""
     run_dir = Path(run_dir)
     dist.init()
     resume_state = None
@@ -394,8 +397,6 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                 record["best"] = True
             else:
                 progress.bad_validations += 1
-            if scheduler is not None:
-                scheduler.step(score)
             with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             if writer is not None:
@@ -407,6 +408,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
             stop = t.patience is not None and progress.bad_validations >= t.patience
             if stop:
                 log.info("early stopping: %d validations without improvement", progress.bad_validations)
+        if scheduler is not None:
+            # The score is broadcast so every rank's learning rate follows rank 0's validation.
+            scheduler.step(dist.broadcast_float(score if dist.is_main() else 0.0))
+        if dist.is_main():
             save("last.pt", full=True)
         return dist.any_rank(stop)
 
@@ -432,7 +437,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     def limits_reached() -> str | None:
         if t.max_steps is not None and progress.step >= t.max_steps:
             return f"reached training.max_steps={t.max_steps}"
-        if t.max_minutes is not None and progress.elapsed >= 60 * t.max_minutes:
+        # Ranks' clocks differ; they must agree on stopping, or one waits forever for the other.
+        if t.max_minutes is not None and dist.any_rank(progress.elapsed >= 60 * t.max_minutes):
             return f"reached training.max_minutes={t.max_minutes}"
         return None
 
@@ -448,7 +454,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                        desc=f"epoch {progress.epoch}", unit="batch", dynamic_ncols=True)
             pending = 0
             tokens_seen, window_start = 0, time.perf_counter()
+            step_batches = []
             for batch in iterate_batches(train_data, batches, progress.batch_in_epoch):
+                if on_step is not None:
+                    step_batches.append(batch)
                 batch = batch.to(device)
                 ntok = batch.num_tgt_tokens
                 denominator = ntok if t.loss_normalization == "tokens" else batch.src.size(0)
@@ -481,6 +490,9 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                 progress.step += 1
                 now = time.perf_counter()
                 progress.elapsed += now - clock
+                if on_step is not None:
+                    on_step(progress.step, now - clock, step_batches)
+                    step_batches = []
                 clock = now
                 if progress.step % t.log_every == 0:
                     rate = tokens_seen * dist.world_size() / max(now - window_start, 1e-9)
@@ -526,6 +538,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     if progress.oom_skipped:
         log.warning("%d training pairs were skipped because even alone they did not fit in memory",
                     progress.oom_skipped)
+    if os.environ.get("SEQ2SEQ_DEBUG_RANK_DUMP"):
+        # Lets tests check that DDP ranks ended with identical weights.
+        save_checkpoint(run_dir / f"final.rank{dist.rank()}.pt",
+                        checkpoint_payload(model, optimizer, scheduler, progress, cfg, full=False))
     log.info("training finished (%s) after %d steps, %.1f minutes; best %s %.2f at step %s", stop_reason,
              progress.step, progress.elapsed / 60, t.early_stop_metric,
              float("nan") if progress.best_score is None else progress.best_score, progress.best_step)

@@ -75,15 +75,21 @@ class Translator:
         self.config, self.device = config, device
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str = "auto", checkpoint: str = "best.pt") -> "Translator":
-        """Load RUN_DIR/checkpoint (best.pt by default) with the run's tokenizers and config."""
+    def load(cls, run_dir: str | Path, *, device: str = "auto", checkpoint: str = "best.pt",
+             quantize: str | None = None) -> "Translator":
+        """Load RUN_DIR/checkpoint (best.pt by default) with the run's tokenizers and config.
+        With quantize="int8", linear and encoder RNN layers run int8 dynamic kernels (CPU only)."""
         run_dir = Path(run_dir)
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize: expected 'int8' or None, got {quantize!r}")
         if not run_dir.is_dir():
             raise CheckpointError(f"{run_dir}: not a run directory")
         path = run_dir / checkpoint
         if checkpoint == "best.pt" and not path.exists() and (run_dir / "last.pt").exists():
             path = run_dir / "last.pt"  # a run stopped before its first validation
-        dev = resolve_device(device)
+        dev = resolve_device("cpu" if quantize and device == "auto" else device)
+        if quantize and dev.type != "cpu":
+            raise ValueError(f"device {dev.type}: int8 quantization runs on CPU only; use --device cpu")
         ckpt = load_checkpoint(path)
         try:
             config = config_from_dict(ckpt["config"])
@@ -102,6 +108,9 @@ class Translator:
             first = str(e).strip().splitlines()
             raise CheckpointError(f"{path}: weights do not fit the model its config describes "
                                   f"({first[1].strip() if len(first) > 1 else first[0][:200]})") from None
+        if quantize == "int8":
+            from .quantize import quantize_int8
+            model = quantize_int8(model)
         return cls(model.to(dev), src_tok, tgt_tok, config, dev)
 
     def encode_sources(self, lines: Sequence[str], first_line: int = 1) -> list[list[int]]:

@@ -1,0 +1,63 @@
+"""int8 dynamic quantization for CPU decoding."""
+import subprocess
+import sys
+
+import torch
+from torch import nn
+
+from conftest import expected_translation, tiny_config_dict
+from seq2seq.config import config_from_dict
+from seq2seq.model import build_model
+from seq2seq.quantize import quantize_int8, quantized_modules
+from seq2seq.translator import Translator
+
+
+def test_int8_translations_match_float(trained_run, synthetic_dir):
+    sources = (synthetic_dir / "test.src").read_text().splitlines()
+    fp32 = Translator.load(trained_run, device="cpu")
+    int8 = Translator.load(trained_run, device="cpu", quantize="int8")
+    names = quantized_modules(int8.model)
+    assert {"encoder.rnn", "decoder.output", "decoder.combine", "decoder.attention.query_proj"} <= set(names)
+    assert quantized_modules(fp32.model) == []
+    # the decoder cell keeps float weights, which the decoder's own step math reads
+    assert int8.model.decoder.cells[0].weight_hh.dtype == torch.float32
+
+    for beam in (1, 3):
+        a = fp32.translate(sources, beam_size=beam)
+        b = int8.translate(sources, beam_size=beam)
+        assert sum(x == y for x, y in zip(a, b)) >= 0.9 * len(sources)
+        exact = sum(h == expected_translation(s) for h, s in zip(b, sources)) / len(sources)
+        assert exact >= 0.8, exact
+
+
+def test_int8_lstm_model_scores_close_to_float(synthetic_dir):
+    raw = tiny_config_dict(synthetic_dir, model={"encoder": {"cell": "lstm"}, "decoder": {"cell": "lstm"},
+                                                 "tie_embeddings": True})
+    raw["model"]["decoder"]["emb_size"] = 64  # tying the output layer needs emb_size == hidden_size
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(raw).model, src_vocab_size=50, tgt_vocab_size=50).eval()
+    qmodel = quantize_int8(model)
+    assert isinstance(dict(qmodel.named_modules())["encoder.rnn"], torch.ao.nn.quantized.dynamic.LSTM)
+    assert isinstance(model.decoder.output, nn.Linear)  # the float model is left as it was
+    src = torch.randint(4, 50, (6, 9))
+    lengths = torch.tensor([9, 8, 7, 5, 3, 1])
+    tgt = torch.randint(4, 50, (6, 7))
+    with torch.no_grad():
+        ref, got = model(src, lengths, tgt), qmodel(src, lengths, tgt)
+    assert not torch.equal(ref, got)
+    assert (ref - got).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_translate_cli_quantize(trained_run, synthetic_dir, tmp_path):
+    sources = (synthetic_dir / "test.src").read_text().splitlines()[:20]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(sources) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "seq2seq", "translate", "--model", str(trained_run), "--input",
+                           str(src), "--quantize", "int8", "--beam-size", "2"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    hyps = proc.stdout.splitlines()
+    assert sum(h == expected_translation(s) for h, s in zip(hyps, sources)) >= 16
+    bad = subprocess.run([sys.executable, "-m", "seq2seq", "translate", "--model", str(trained_run), "--input",
+                          str(src), "--quantize", "int4"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--quantize" in bad.stderr
