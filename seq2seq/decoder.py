@@ -8,7 +8,7 @@ and their share of the first layer's gates, the output layer) for all positions 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +114,9 @@ class Decoder(nn.Module):
                 w_input = StepLinear(w_in, None if i == 0 else cell.bias_ih) if has_input else None
                 layers.append((w_input, StepLinear(cell.weight_hh, cell.bias_hh)))
         query_proj = getattr(self.attention, "query_proj", None)
+        if not torch.is_grad_enabled():
+            # Decoding calls the modules themselves, which may be swapped for int8 ones.
+            return _StepOps(layers=layers, query=query_proj, combine=self.combine)
         return _StepOps(layers=layers, query=StepLinear(query_proj.weight) if query_proj is not None else None,
                         combine=StepLinear(self.combine.weight, self.combine.bias))
 
@@ -168,5 +171,5 @@ class Decoder(nn.Module):
 @dataclass
 class _StepOps:
     layers: list       # per layer: (input or [input, h] product, recurrent product or None)
-    query: Optional[StepLinear]
-    combine: StepLinear
+    query: Optional[Callable]    # StepLinear when training, the module itself when decoding
+    combine: Callable
