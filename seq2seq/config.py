@@ -344,6 +344,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def deep_merge(base: dict, extra: dict) -> dict:
+    """A copy of `base` with `extra` laid over it; nested mappings merge key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:

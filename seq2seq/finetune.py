@@ -26,7 +26,7 @@ import torch
 
 from . import distributed as dist
 from .checkpoint import load_checkpoint, unwrap
-from .config import Config, ConfigError, config_from_dict, to_dict
+from .config import Config, ConfigError, config_from_dict, deep_merge, to_dict
 from .data import TAG_PATTERN, DataError, read_parallel, tag_sources, tags_in
 from .tokenizer import Tokenizer, tokenizer_files, train_tokenizer
 
@@ -47,13 +47,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
-    return out
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -110,7 +103,7 @@ def inherit_from_parent(raw: dict) -> dict:
                 why = "the architecture" if section == "model" else "finetune.vocabulary: keep uses its tokenizer, so"
                 raise ConfigError(f"{section}: {why} must match the parent run {run_dir}, but these keys differ: "
                                   f"{'; '.join(differ)}. Leave them out to inherit the parent's values")
-        out[section] = _merge(parent[section], given)
+        out[section] = deep_merge(parent[section], given)
     return out
 
 

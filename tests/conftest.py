@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2seq.config import Config, config_from_dict
+from seq2seq.config import Config, config_from_dict, deep_merge
 
 # Tests run on 2-core machines next to other work: one thread keeps timings predictable.
 torch.set_num_threads(1)
@@ -56,15 +56,8 @@ def tiny_config_dict(data_dir: Path, **sections) -> dict:
         "decoding": {"beam_size": 3, "valid_beam_size": 1, "batch_size": 50},
     }
     for name, values in sections.items():
-        raw[name] = _merge(raw.get(name, {}), values)
+        raw[name] = deep_merge(raw.get(name, {}), values)
     return raw
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 @pytest.fixture(scope="session")

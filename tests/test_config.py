@@ -31,6 +31,14 @@ def test_unknown_section_names_it():
     assert error_of({"trainng": {}}).startswith("trainng: unknown key, did you mean training?")
 
 
+def assert_error_names(raw, key, words):
+    """The config error for `raw` starts with `key` and mentions every word."""
+    msg = error_of(raw)
+    assert msg.startswith(key + ":"), msg
+    for w in words:
+        assert w in msg, msg
+
+
 @pytest.mark.parametrize("raw, key, words", [
     ({"training": {"lr": "fast"}}, "training.lr", ["a number", "'fast'"]),
     ({"training": {"max_epochs": 2.5}}, "training.max_epochs", ["an integer", "2.5"]),
@@ -42,10 +50,7 @@ def test_unknown_section_names_it():
     ({"model": {"encoder": 3}}, "model.encoder", ["expected a mapping"]),
 ])
 def test_wrong_type_names_key_expected_and_given(raw, key, words):
-    msg = error_of(raw)
-    assert msg.startswith(key + ":"), msg
-    for w in words:
-        assert w in msg, msg
+    assert_error_names(raw, key, words)
 
 
 @pytest.mark.parametrize("raw, key, words", [
@@ -58,10 +63,7 @@ def test_wrong_type_names_key_expected_and_given(raw, key, words):
     ({"training": {"lr": float("nan")}}, "training.lr", ["finite"]),
 ])
 def test_out_of_range_names_key_and_bound(raw, key, words):
-    msg = error_of(raw)
-    assert msg.startswith(key + ":"), msg
-    for w in words:
-        assert w in msg, msg
+    assert_error_names(raw, key, words)
 
 
 def test_literal_choice_lists_the_allowed_values():
@@ -86,10 +88,7 @@ def test_literal_choice_lists_the_allowed_values():
     ({"data": {"src_lang": "en", "tgt_lang": "en"}}, "data.tgt_lang", ["src_lang"]),
 ])
 def test_cross_field_rules_name_a_key(raw, key, words):
-    msg = error_of(raw)
-    assert msg.startswith(key + ":"), msg
-    for w in words:
-        assert w in msg, msg
+    assert_error_names(raw, key, words)
 
 
 def test_cross_field_rules_accept_valid_combinations():
