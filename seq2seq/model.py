@@ -7,7 +7,6 @@ from torch import nn
 from .config import ModelConfig
 from .decoder import Decoder, DecoderState, Memory
 from .encoder import Encoder
-from .tokenizer import PAD
 
 
 class Seq2Seq(nn.Module):

@@ -3,29 +3,27 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import distributed as dist
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, unwrap
+from .checkpoint import load_checkpoint, save_checkpoint, unwrap
 from .config import Config, config_from_dict, dump_yaml, to_dict
 from . import finetune
-from .data import (Batch, DataError, ParallelData, encode_parallel, epoch_batches, iterate_batches, make_batch,
-                   read_parallel, batch_indices, tag_sources, tags_in)
-from .metrics import score_all
-from .model import Seq2Seq, build_model, count_parameters, resolve_device
-from .tokenizer import PAD, Tokenizer, tokenizer_files, train_tokenizer
-from .translator import translate_ids
+from .data import DataError, encode_parallel, epoch_batches, iterate_batches, read_parallel, tag_sources, tags_in
+from .model import build_model, count_parameters, resolve_device
+from .tokenizer import Tokenizer, tokenizer_files, train_tokenizer
+from .update import forward_backward
+from .validation import validate
 
 log = logging.getLogger("seq2seq")
 
@@ -123,66 +121,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
     return None
 
 
-def token_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Summed cross-entropy over non-pad target tokens."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=PAD,
-                           reduction="sum", label_smoothing=label_smoothing)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error))
-
-
-def split_batch(batch: Batch) -> tuple[Batch, Batch]:
-    """Two halves of a batch, each trimmed to its own longest sentence."""
-    half = batch.src.size(0) // 2
-    parts = []
-    for rows in (slice(0, half), slice(half, None)):
-        lengths = batch.src_lengths[rows]
-        tgt_out = batch.tgt_out[rows]
-        tgt_len = int((tgt_out != PAD).sum(dim=1).max())
-        parts.append(Batch(batch.src[rows, :int(lengths.max())], lengths, batch.tgt_in[rows, :tgt_len],
-                           tgt_out[:, :tgt_len], batch.indices[rows]))
-    return parts[0], parts[1]
-
-
-def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float,
-                     label_smoothing: float) -> tuple[float, int]:
-    """Accumulate the gradients of `batch`'s summed loss divided by `denominator`. When the batch
-    does not fit in memory its halves are tried in turn (same gradients, as the loss is a sum); a
-    single pair that still does not fit is skipped. Returns (summed loss, pairs skipped)."""
-    in_backward = False
-    try:
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss_sum = token_loss(logits, batch.tgt_out, label_smoothing)
-        in_backward = True
-        (loss_sum / denominator).backward()
-        return loss_sum.item(), 0
-    except RuntimeError as e:
-        # Under DDP every rank must run the same backward passes, so splitting is not an option.
-        if not is_out_of_memory(e) or dist.world_size() > 1:
-            raise
-    logits = loss_sum = None  # free what the failed attempt held before retrying
-    if in_backward:
-        # A torn backward pass may have added part of this batch's gradients: start the update
-        # afresh (with accum_steps > 1 the earlier batches of this update are dropped with it).
-        log.warning("out of memory in the backward pass; gradients of this update so far are dropped")
-        model.zero_grad(set_to_none=True)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if batch.src.size(0) == 1:
-        log.warning("out of memory on a single pair (%d source, %d target pieces); pair skipped",
-                    int(batch.src_lengths[0]), batch.num_tgt_tokens)
-        return 0.0, 1
-    log.warning("out of memory on a batch of %d pairs; retrying it in halves", batch.src.size(0))
-    total, skipped = 0.0, 0
-    for part in split_batch(batch):
-        loss, n = forward_backward(model, part, denominator=denominator, label_smoothing=label_smoothing)
-        total, skipped = total + loss, skipped + n
-    return total, skipped
-
-
 # ---------------------------------------------------------------------------------------
 # Progress that survives a restart
 
@@ -231,38 +169,6 @@ class StopFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-# ---------------------------------------------------------------------------------------
-# Validation
-
-
-@torch.no_grad()
-def validation_loss(model: Seq2Seq, data: ParallelData, device: torch.device, batch_size: int = 64) -> float:
-    was_training = model.training
-    model.eval()
-    total, tokens = 0.0, 0
-    for indices in batch_indices([len(s) for s in data.src], [len(t) + 1 for t in data.tgt],
-                                 batch_tokens=None, batch_size=batch_size, shuffle=False):
-        batch = make_batch(data, indices).to(device)
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-        total += float(token_loss(logits, batch.tgt_out, 0.0))
-        tokens += batch.num_tgt_tokens
-    model.train(was_training)
-    return total / max(tokens, 1)
-
-
-def validate(model: Seq2Seq, cfg: Config, valid_pairs: ParallelData, valid_src_ids: list[list[int]],
-             valid_refs: list[str], tgt_tok: Tokenizer, device: torch.device) -> dict[str, Any]:
-    loss = validation_loss(model, valid_pairs, device)
-    dc = cfg.decoding
-    hyps = translate_ids(model, valid_src_ids, beam_size=dc.valid_beam_size, batch_size=dc.batch_size,
-                         alpha=dc.length_penalty, max_len_ratio=dc.max_len_ratio,
-                         max_len_offset=dc.max_len_offset, device=device)
-    texts = [tgt_tok.decode(h[0].tokens) for h in hyps]
-    scores = score_all(texts, valid_refs)
-    return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],
-            "chrf": scores["chrf"], "hypotheses": texts}
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,6 +263,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     log.info("model: %s parameters (%s trainable) on %s", f"{count_parameters(model):,}",
              f"{count_parameters(model, trainable_only=True):,}", device)
     train_model = dist.wrap(model)
+    if dist.world_size() > 1:
+        # Ranks start from identical weights (same seed), but each needs its own dropout masks,
+        # or N ranks regularise like one. The step term gives a resumed run fresh streams too.
+        torch.manual_seed(t.seed + 1_000_003 * dist.rank() + progress.step)
     writer = None
     if t.tensorboard and dist.is_main():
         from .tensorboard_log import log_scalars, open_writer
@@ -383,7 +293,10 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
         if dist.is_main():
             result = validate(model, cfg, valid_pairs, valid_src_ids, valid_tgt, tgt_tok, device)
             score = result[t.early_stop_metric if t.early_stop_metric != "loss" else "valid_loss"]
-            record = {"step": progress.step, "epoch": progress.epoch, "elapsed": round(progress.elapsed, 1),
+            # At an epoch's end the counter already points at the next epoch; the record
+            # names the epoch the validated weights finished.
+            epoch = progress.epoch - 1 if progress.batch_in_epoch == 0 else progress.epoch
+            record = {"step": progress.step, "epoch": epoch, "elapsed": round(progress.elapsed, 1),
                       "lr": optimizer.param_groups[0]["lr"], "train_loss": window_loss(),
                       **{k: v for k, v in result.items() if k != "hypotheses"}}
             finite = all(torch.isfinite(p).all() for p in model.parameters())
@@ -461,8 +374,13 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
                 batch = batch.to(device)
                 ntok = batch.num_tgt_tokens
                 denominator = ntok if t.loss_normalization == "tokens" else batch.src.size(0)
-                loss_sum, skipped = forward_backward(train_model, batch, denominator=denominator * t.accum_steps,
-                                                     label_smoothing=t.label_smoothing)
+                # Under DDP only the last batch of an update needs its gradients averaged across
+                # ranks; the others just add to the local ones.
+                syncs = pending + 1 >= t.accum_steps or progress.batch_in_epoch + 1 >= len(batches)
+                with nullcontext() if syncs or train_model is model else train_model.no_sync():
+                    loss_sum, skipped = forward_backward(train_model, batch,
+                                                         denominator=denominator * t.accum_steps,
+                                                         label_smoothing=t.label_smoothing)
                 progress.oom_skipped += skipped
                 window.append((loss_sum, ntok))
                 tokens_seen += ntok
@@ -541,7 +459,8 @@ def train(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     if os.environ.get("SEQ2SEQ_DEBUG_RANK_DUMP"):
         # Lets tests check that DDP ranks ended with identical weights.
         save_checkpoint(run_dir / f"final.rank{dist.rank()}.pt",
-                        checkpoint_payload(model, optimizer, scheduler, progress, cfg, full=False))
+                        {**checkpoint_payload(model, optimizer, scheduler, progress, cfg, full=False),
+                         "rng": {"torch": torch.get_rng_state()}})
     log.info("training finished (%s) after %d steps, %.1f minutes; best %s %.2f at step %s", stop_reason,
              progress.step, progress.elapsed / 60, t.early_stop_metric,
              float("nan") if progress.best_score is None else progress.best_score, progress.best_step)

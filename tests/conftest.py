@@ -1,14 +1,13 @@
 """Shared fixtures: a synthetic translation task the tests generate, and tiny configs."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from seq2seq.config import Config, config_from_dict, deep_merge
+from seq2seq.config import config_from_dict, deep_merge
 
 # Tests run on 2-core machines next to other work: one thread keeps timings predictable.
 torch.set_num_threads(1)

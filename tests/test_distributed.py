@@ -31,11 +31,15 @@ def assert_ranks_identical(run_dir, step):
     assert [c["step"] for c in ranks] == [step, step]
     for name, weight in ranks[0]["model"].items():
         assert torch.equal(weight, ranks[1]["model"][name]), name
+    # ... while each rank drew its own dropout masks
+    assert not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])
 
 
 def test_two_ranks_train_in_step_and_resume(tmp_path, synthetic_dir):
-    # plateau exercises the validation score that rank 0 computes and broadcasts to the schedulers
-    raw = tiny_config_dict(synthetic_dir, training={"max_steps": 30, "batch_size": 32, "log_every": 5,
+    # plateau exercises the validation score that rank 0 computes and broadcasts to the schedulers;
+    # accumulation, the batches whose gradients are not synchronised
+    raw = tiny_config_dict(synthetic_dir, training={"max_steps": 30, "batch_size": 16, "accum_steps": 2,
+                                                    "log_every": 5,
                                                     "valid_every": 15, "num_threads": 1, "scheduler": "plateau",
                                                     "plateau_patience": 0})
     config = tmp_path / "tiny.yaml"

@@ -18,6 +18,7 @@ import yaml
 from conftest import expected_translation, tiny_config_dict, write_synthetic
 from seq2seq import checkpoint as checkpoint_module
 from seq2seq import trainer as trainer_module
+from seq2seq import update as update_module
 from seq2seq.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from seq2seq.cli import main as cli_main
 from seq2seq.config import config_from_dict
@@ -181,7 +182,7 @@ def test_read_only_run_dir_is_found_before_training(tmp_path, small_data, capsys
 
 def nan_loss_on(calls: set[int] | range, monkeypatch) -> None:
     """Make the training loss NaN on the given (1-based) calls of token_loss."""
-    real = trainer_module.token_loss
+    real = update_module.token_loss
     count = {"n": 0}
 
     def loss(logits, target, label_smoothing):
@@ -189,7 +190,7 @@ def nan_loss_on(calls: set[int] | range, monkeypatch) -> None:
         value = real(logits, target, label_smoothing)
         return value * float("nan") if count["n"] in calls else value
 
-    monkeypatch.setattr(trainer_module, "token_loss", loss)
+    monkeypatch.setattr(update_module, "token_loss", loss)
 
 
 def test_nonfinite_loss_skips_the_update_with_a_warning(tmp_path, small_data, monkeypatch):

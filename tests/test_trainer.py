@@ -103,6 +103,16 @@ def test_epoch_end_on_a_validation_step_validates_once(tmp_path, data_dir):
     assert {r["epoch"] for r in recs} == {1, 2}  # an epoch boundary was crossed
 
 
+def test_epoch_end_validations_name_the_epoch_just_finished(tmp_path, data_dir):
+    run_dir = tmp_path / "epochs"
+    train(config(data_dir, valid_every=1000, valid_at_epoch_end=True, max_steps=None, max_epochs=2),
+          run_dir, quiet=True)
+    recs = records(run_dir)
+    assert [r["epoch"] for r in recs] == [1, 2]
+    first, second = (r["step"] for r in recs)
+    assert second == 2 * first  # both at an epoch's end
+
+
 def test_keep_best_keeps_at_most_n_best_checkpoints(full_run):
     kept = sorted(full_run.glob("best.step*.pt"))
     assert 1 <= len(kept) <= 2

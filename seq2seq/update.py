@@ -1,0 +1,73 @@
+"""One training batch: loss, backward pass, and what to do when it does not fit in memory."""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from . import distributed as dist
+from .data import Batch
+from .tokenizer import PAD
+
+log = logging.getLogger("seq2seq")
+
+
+def token_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Summed cross-entropy over non-pad target tokens."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=PAD,
+                           reduction="sum", label_smoothing=label_smoothing)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error))
+
+
+def split_batch(batch: Batch) -> tuple[Batch, Batch]:
+    """Two halves of a batch, each trimmed to its own longest sentence."""
+    half = batch.src.size(0) // 2
+    parts = []
+    for rows in (slice(0, half), slice(half, None)):
+        lengths = batch.src_lengths[rows]
+        tgt_out = batch.tgt_out[rows]
+        tgt_len = int((tgt_out != PAD).sum(dim=1).max())
+        parts.append(Batch(batch.src[rows, :int(lengths.max())], lengths, batch.tgt_in[rows, :tgt_len],
+                           tgt_out[:, :tgt_len], batch.indices[rows]))
+    return parts[0], parts[1]
+
+
+def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float,
+                     label_smoothing: float) -> tuple[float, int]:
+    """Accumulate the gradients of `batch`'s summed loss divided by `denominator`. When the batch
+    does not fit in memory its halves are tried in turn (same gradients, as the loss is a sum); a
+    single pair that still does not fit is skipped. Returns (summed loss, pairs skipped)."""
+    in_backward = False
+    try:
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        loss_sum = token_loss(logits, batch.tgt_out, label_smoothing)
+        in_backward = True
+        (loss_sum / denominator).backward()
+        return loss_sum.item(), 0
+    except RuntimeError as e:
+        # Under DDP every rank must run the same backward passes, so splitting is not an option.
+        if not is_out_of_memory(e) or dist.world_size() > 1:
+            raise
+    logits = loss_sum = None  # free what the failed attempt held before retrying
+    if in_backward:
+        # A torn backward pass may have added part of this batch's gradients: start the update
+        # afresh (with accum_steps > 1 the earlier batches of this update are dropped with it).
+        log.warning("out of memory in the backward pass; gradients of this update so far are dropped")
+        model.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if batch.src.size(0) == 1:
+        log.warning("out of memory on a single pair (%d source, %d target pieces); pair skipped",
+                    int(batch.src_lengths[0]), batch.num_tgt_tokens)
+        return 0.0, 1
+    log.warning("out of memory on a batch of %d pairs; retrying it in halves", batch.src.size(0))
+    total, skipped = 0.0, 0
+    for part in split_batch(batch):
+        loss, n = forward_backward(model, part, denominator=denominator, label_smoothing=label_smoothing)
+        total, skipped = total + loss, skipped + n
+    return total, skipped

@@ -1,0 +1,43 @@
+"""Validation during training: loss on the reference targets, and BLEU/chrF of decoding."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .config import Config
+from .data import ParallelData, batch_indices, make_batch
+from .metrics import score_all
+from .model import Seq2Seq
+from .tokenizer import Tokenizer
+from .translator import translate_ids
+from .update import token_loss
+
+
+@torch.no_grad()
+def validation_loss(model: Seq2Seq, data: ParallelData, device: torch.device, batch_size: int = 64) -> float:
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for indices in batch_indices([len(s) for s in data.src], [len(t) + 1 for t in data.tgt],
+                                 batch_tokens=None, batch_size=batch_size, shuffle=False):
+        batch = make_batch(data, indices).to(device)
+        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+        total += float(token_loss(logits, batch.tgt_out, 0.0))
+        tokens += batch.num_tgt_tokens
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+def validate(model: Seq2Seq, cfg: Config, valid_pairs: ParallelData, valid_src_ids: list[list[int]],
+             valid_refs: list[str], tgt_tok: Tokenizer, device: torch.device) -> dict[str, Any]:
+    loss = validation_loss(model, valid_pairs, device)
+    dc = cfg.decoding
+    hyps = translate_ids(model, valid_src_ids, beam_size=dc.valid_beam_size, batch_size=dc.batch_size,
+                         alpha=dc.length_penalty, max_len_ratio=dc.max_len_ratio,
+                         max_len_offset=dc.max_len_offset, device=device)
+    texts = [tgt_tok.decode(h[0].tokens) for h in hyps]
+    scores = score_all(texts, valid_refs)
+    return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],
+            "chrf": scores["chrf"], "hypotheses": texts}
