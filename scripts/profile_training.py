@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Where a training step's time goes: torch.profiler over a few updates of a config's model on
+Multi30k, summed by operator and by kind (matrix products, elementwise, the rest).
+
+    python scripts/profile_training.py --config configs/bench_peer_lstm.yaml \
+        --tokenizer runs/multi30k_en_de/spm.joint.model --steps 30
+
+The tokenizer is any joint SentencePiece model of the config's vocabulary size (training one is
+not what we want to time). Prints the top operators by own CPU time and writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seq2seq.config import load_config  # noqa: E402
+from seq2seq.data import encode_parallel, epoch_batches, iterate_batches, read_parallel  # noqa: E402
+from seq2seq.model import build_model  # noqa: E402
+from seq2seq.tokenizer import Tokenizer  # noqa: E402
+from seq2seq.trainer import build_optimizer  # noqa: E402
+from seq2seq.update import forward_backward  # noqa: E402
+
+MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
+ELEMENTWISE = ("aten::add", "aten::mul", "aten::sigmoid", "aten::tanh", "aten::lerp", "aten::sub", "aten::div",
+               "aten::copy_", "aten::cat", "aten::masked_fill", "aten::softmax", "aten::_softmax",
+               "aten::log_softmax", "aten::_log_softmax", "aten::dropout", "aten::native_dropout", "aten::where",
+               "aten::sum", "aten::fill_", "aten::zero_", "aten::clone", "aten::_to_copy", "aten::neg",
+               "aten::bernoulli_", "aten::empty_like", "aten::_foreach")
+
+
+def kind(name: str) -> str:
+    if name in MATMUL:
+        return "matrix products"
+    if name.startswith(ELEMENTWISE) or "backward" in name.lower() and "Mm" not in name:
+        return "elementwise and reductions"
+    return "other (framework, indexing, optimizer, RNN kernels)"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "bench_peer_lstm.yaml"))
+    ap.add_argument("--tokenizer", required=True, help="joint SentencePiece model (.model)")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--top", type=int, default=15)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    cfg = load_config(args.config)
+    tok = Tokenizer(args.tokenizer)
+    src, tgt = read_parallel(f"{args.data}/train.en", f"{args.data}/train.de")
+    data = encode_parallel(src, tgt, tok, tok, max_src_len=cfg.data.max_src_len, max_tgt_len=cfg.data.max_tgt_len)
+    model = build_model(cfg.model, src_vocab_size=len(tok), tgt_vocab_size=len(tok))
+    model.train()
+    optimizer = build_optimizer(model, cfg)
+    t = cfg.training
+    batches = epoch_batches(data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=1, epoch=1)
+    stream = iterate_batches(data, batches)
+
+    def update() -> int:
+        batch = next(stream)
+        forward_backward(model, batch, denominator=batch.num_tgt_tokens, label_smoothing=t.label_smoothing)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm or float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return batch.num_tgt_tokens
+
+    for _ in range(args.warmup):
+        update()
+    tokens, start = 0, time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            tokens += update()
+    seconds = time.perf_counter() - start
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"{args.steps} updates, {tokens} target tokens (EOS included), {seconds:.1f} s under the profiler "
+          f"({tokens / seconds:.0f} tok/s; the profiler itself slows small operators down)")
+    by_kind: dict[str, float] = {}
+    for e in events:
+        by_kind[kind(e.key)] = by_kind.get(kind(e.key), 0.0) + e.self_cpu_time_total
+    print("\nown CPU time by kind:")
+    for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {100 * v / total:5.1f} %  {k}")
+    print(f"\ntop {args.top} operators by own CPU time:")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:args.top]:
+        print(f"  {100 * e.self_cpu_time_total / total:5.1f} %  {e.count:7d} calls  {e.key}")
+    calls = sum(e.count for e in events)
+    print(f"\n{calls / args.steps:.0f} operator calls per update")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
