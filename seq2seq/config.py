@@ -150,6 +150,9 @@ class FinetuneConfig:
     transfer_joint_with_parent: bool = _opt(
         False, "transfer: train the new SentencePiece models on the new data plus an equally large sample of "
         "the parent's training data (more pieces carry over; the parent's data files must exist)")
+    transfer_parent_pairs: Optional[int] = _opt(
+        None, "transfer_joint_with_parent: how many of the parent's pairs join the new data (null: as many "
+        "as the new data has); more make the new vocabulary closer to the parent's", min=1)
     max_unknown_chars: int = _opt(
         0, "keep: stop when more distinct characters of the new data than this are unknown to the parent's "
         "tokenizer", min=0)
@@ -304,6 +307,8 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError("data.tgt_lang: must differ from data.src_lang")
     if cfg.init_from is None and cfg.finetune.freeze:
         raise ConfigError("finetune.freeze: needs init_from (freezing untrained weights would keep them random)")
+    if cfg.finetune.transfer_parent_pairs is not None and not cfg.finetune.transfer_joint_with_parent:
+        raise ConfigError("finetune.transfer_parent_pairs: only used with finetune.transfer_joint_with_parent: true")
 
 
 def config_from_dict(raw: Any) -> Config:

@@ -66,6 +66,7 @@ class Decoder(nn.Module):
         self.bridge_h = nn.Linear(memory_size, num_layers * hidden_size) if init == "bridge" else None
         self.bridge_c = (nn.Linear(memory_size, num_layers * hidden_size)
                          if init == "bridge" and cell == "lstm" else None)
+        self.step_products: Optional[nn.ModuleDict] = None  # see prepare_inference
 
     # -- set-up per sentence --------------------------------------------------------------
 
@@ -97,8 +98,10 @@ class Decoder(nn.Module):
         bias = cell.bias_ih + cell.bias_hh if self.cell_type == "lstm" else cell.bias_ih
         return F.linear(emb, cell.weight_ih[:, :self.emb_size], bias)
 
-    def _step_ops(self) -> "_StepOps":
-        """The per-step matrix products of one forward pass (see recurrence.StepLinear)."""
+    def _step_weights(self) -> list:
+        """Per layer, the (weight, bias) pairs of its per-step products: for an LSTM one product
+        of [input, h] with [W_ih, W_hh] and None; for a GRU the input product (None without an
+        input) and the recurrent one."""
         lstm = self.cell_type == "lstm"
         layers = []
         for i, cell in enumerate(self.cells):
@@ -108,12 +111,42 @@ class Decoder(nn.Module):
                 # An LSTM adds its input and recurrent products, so one product of the
                 # concatenated [input, h] with [W_ih, W_hh] does both.
                 weight = torch.cat([w_in, cell.weight_hh], dim=1) if has_input else cell.weight_hh
-                bias = None if i == 0 else cell.bias_ih + cell.bias_hh
-                layers.append((StepLinear(weight, bias), None))
+                layers.append(((weight, None if i == 0 else cell.bias_ih + cell.bias_hh), None))
             else:
-                w_input = StepLinear(w_in, None if i == 0 else cell.bias_ih) if has_input else None
-                layers.append((w_input, StepLinear(cell.weight_hh, cell.bias_hh)))
+                w_input = (w_in, None if i == 0 else cell.bias_ih) if has_input else None
+                layers.append((w_input, (cell.weight_hh, cell.bias_hh)))
+        return layers
+
+    def prepare_inference(self) -> None:
+        """Build the per-step products once, as nn.Linear modules, for a model that from now on
+        only decodes: the LSTM's weight concatenation is then not redone at every step, and int8
+        quantization (which swaps whole nn.Linear modules) reaches the recurrent cell as well.
+        Later changes to the cell weights are not seen by decoding."""
+        def linear(pair):
+            weight, bias = pair
+            module = nn.Linear(weight.size(1), weight.size(0), bias=bias is not None,
+                               device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                module.weight.copy_(weight)
+                if bias is not None:
+                    module.bias.copy_(bias)
+            return module.requires_grad_(False)
+
+        with torch.no_grad():
+            self.step_products = nn.ModuleDict({f"{i}{side}": linear(pair)
+                                                for i, pairs in enumerate(self._step_weights())
+                                                for side, pair in zip("ab", pairs) if pair is not None})
+
+    def _step_ops(self) -> "_StepOps":
+        """The per-step matrix products of one forward pass (see recurrence.StepLinear)."""
         query_proj = getattr(self.attention, "query_proj", None)
+        products = self.step_products
+        if products is not None and not torch.is_grad_enabled():
+            layers = [(products[f"{i}a"] if f"{i}a" in products else None,
+                       products[f"{i}b"] if f"{i}b" in products else None) for i in range(len(self.cells))]
+        else:
+            layers = [tuple(None if pair is None else StepLinear(*pair) for pair in pairs)
+                      for pairs in self._step_weights()]
         if not torch.is_grad_enabled():
             # Decoding calls the modules themselves, which may be swapped for int8 ones.
             return _StepOps(layers=layers, query=query_proj, combine=self.combine)

@@ -318,7 +318,8 @@ def _train_transfer_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train
     src_text, tgt_text = list(train_src), list(train_tgt)
     if ft.transfer_joint_with_parent:
         # Each side learns from the parent's same side: that is the vocabulary its rows come from.
-        p_src, p_tgt = parent_sample(parent.config, len(train_src), cfg.training.seed)
+        wanted = ft.transfer_parent_pairs or len(train_src)
+        p_src, p_tgt = parent_sample(parent.config, wanted, cfg.training.seed)
         src_text += p_src
         tgt_text += p_tgt
         log.info("tokenizer: training on the new data plus %d pairs of the parent's data", len(p_src))

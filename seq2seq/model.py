@@ -68,8 +68,10 @@ def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    # Tied weights appear once in parameters(), so they are counted once.
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    # Tied weights appear once in parameters(), so they are counted once; the decoder's
+    # decoding-only copies of its cell weights (Decoder.prepare_inference) are not counted.
+    return sum(p.numel() for name, p in model.named_parameters()
+               if (p.requires_grad or not trainable_only) and ".step_products." not in name)
 
 
 def resolve_device(name: str) -> torch.device:

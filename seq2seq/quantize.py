@@ -3,10 +3,10 @@
 Weights of the linear and recurrent layers are stored as int8 and activations are quantized on
 the fly (fbgemm on x86), which makes the matrix products cheaper on CPUs without fast float32.
 What is covered: every nn.Linear (attention projections, the combine layer, the bridge and the
-output projection, which dominates decoding) and the encoder's nn.LSTM/nn.GRU. The decoder's
-recurrent cell stays float32: the decoder computes its gates itself with F.linear on the
-cell's weights (so that training can precompute the embedding share for all steps at once),
-and dynamic quantization only swaps whole modules.
+output projection, which dominates decoding), the encoder's nn.LSTM/nn.GRU, and the decoder
+cell's per-step products once Decoder.prepare_inference has made them modules (Translator.load
+does). The embedding share of the decoder's first layer stays float32: it reads the cell's
+weight directly.
 """
 from __future__ import annotations
 

@@ -109,7 +109,10 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    # One fused kernel per parameter instead of about eight elementwise passes: Adam's
+    # arithmetic was about 6 % of a CPU training step (scripts/profile_training.py).
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=fused)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):

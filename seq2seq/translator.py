@@ -108,6 +108,7 @@ class Translator:
             first = str(e).strip().splitlines()
             raise CheckpointError(f"{path}: weights do not fit the model its config describes "
                                   f"({first[1].strip() if len(first) > 1 else first[0][:200]})") from None
+        model.decoder.prepare_inference()  # this model only decodes
         if quantize == "int8":
             from .quantize import quantize_int8
             model = quantize_int8(model)

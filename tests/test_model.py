@@ -79,6 +79,37 @@ def test_stepwise_decoding_equals_teacher_forcing(cell, input_feeding):
             torch.testing.assert_close(lp, logits[:, t], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_prepared_decoder_steps_like_the_training_decoder(cell, input_feeding):
+    torch.manual_seed(0)
+    model = build_model(model_config(cell=cell, input_feeding=input_feeding, num_layers=2),
+                        src_vocab_size=SRC_V, tgt_vocab_size=TGT_V).eval()
+    src, lengths = pad([[4, 5, 6], [7, 8]]), torch.tensor([3, 2])
+    tgt_in = torch.tensor([[2, 9, 10, 11], [2, 12, 13, 0]])
+    with torch.no_grad():
+        memory, state = model.start(src, lengths)
+        expected = []
+        for t in range(tgt_in.size(1)):
+            lp, state, _ = model.step(tgt_in[:, t], state, memory)
+            expected.append(lp)
+        model.decoder.prepare_inference()
+        memory, state = model.start(src, lengths)
+        for t in range(tgt_in.size(1)):
+            lp, state, _ = model.step(tgt_in[:, t], state, memory)
+            torch.testing.assert_close(lp, expected[t], rtol=1e-6, atol=1e-6)
+        # The prepared modules are what the step uses: changing one changes the output.
+        for module in model.decoder.step_products.values():
+            module.weight.mul_(2)
+        memory, state = model.start(src, lengths)
+        lp, _, _ = model.step(tgt_in[:, 0], state, memory)
+        assert not torch.allclose(lp, expected[0])
+    # Training still goes through the cell's own weights.
+    model.train()
+    model(src, lengths, tgt_in).sum().backward()
+    assert model.decoder.cells[0].weight_hh.grad.abs().sum() > 0
+
+
 def test_bidirectional_hidden_size_is_per_direction():
     model = build_model(model_config(bidirectional=True), src_vocab_size=SRC_V, tgt_vocab_size=TGT_V)
     assert model.encoder.rnn.hidden_size == 6 and model.encoder.output_size == 12
