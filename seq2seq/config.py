@@ -85,7 +85,8 @@ class ModelConfig:
     tie_embeddings: bool = _opt(False, "decoder output layer reuses the target embedding (needs emb_size == hidden_size)")
     init: Literal["xavier_uniform", "uniform"] = _opt(
         "xavier_uniform", "initialisation of weight matrices: Xavier, or uniform in [-0.1, 0.1]; uniform learned "
-        "far faster on Multi30k (configs/multi30k_en_de.yaml), as Xavier makes large-vocabulary embeddings tiny")
+        "far faster on Multi30k with 256-512 units (configs/multi30k_en_de.yaml, configs/bench_peer_lstm.yaml), "
+        "as Xavier makes large-vocabulary embeddings tiny; with very small layers uniform learned slower")
     rnn_init: Literal["xavier_uniform", "orthogonal"] = _opt(
         "xavier_uniform", "initialisation of recurrent (hidden-to-hidden) weights")
 
