@@ -13,20 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from update_loop import add_arguments, setup, update  # noqa: E402  (scripts/ is on sys.path)
 
-from seq2seq.config import load_config  # noqa: E402
-from seq2seq.data import encode_parallel, epoch_batches, iterate_batches, read_parallel  # noqa: E402
-from seq2seq.model import build_model  # noqa: E402
-from seq2seq.tokenizer import Tokenizer  # noqa: E402
 from seq2seq.trainer import build_optimizer  # noqa: E402
-from seq2seq.update import forward_backward  # noqa: E402
 
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
 ELEMENTWISE = ("aten::add", "aten::mul", "aten::sigmoid", "aten::tanh", "aten::lerp", "aten::sub", "aten::div",
@@ -48,42 +40,21 @@ def kind(name: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs" / "bench_peer_lstm.yaml"))
-    ap.add_argument("--tokenizer", required=True, help="joint SentencePiece model (.model)")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    add_arguments(ap)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(1)
-    cfg = load_config(args.config)
-    tok = Tokenizer(args.tokenizer)
-    src, tgt = read_parallel(f"{args.data}/train.en", f"{args.data}/train.de")
-    data = encode_parallel(src, tgt, tok, tok, max_src_len=cfg.data.max_src_len, max_tgt_len=cfg.data.max_tgt_len)
-    model = build_model(cfg.model, src_vocab_size=len(tok), tgt_vocab_size=len(tok))
-    model.train()
+    cfg, model, stream = setup(args)
     optimizer = build_optimizer(model, cfg)
-    t = cfg.training
-    batches = epoch_batches(data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=1, epoch=1)
-    stream = iterate_batches(data, batches)
-
-    def update() -> int:
-        batch = next(stream)
-        forward_backward(model, batch, denominator=batch.num_tgt_tokens, label_smoothing=t.label_smoothing)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm or float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return batch.num_tgt_tokens
 
     for _ in range(args.warmup):
-        update()
+        update(model, optimizer, next(stream), cfg)
     tokens, start = 0, time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):
-            tokens += update()
+            tokens += update(model, optimizer, next(stream), cfg)
     seconds = time.perf_counter() - start
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)

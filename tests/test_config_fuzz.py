@@ -116,7 +116,11 @@ def test_yaml_files_with_overrides(raw, overrides):
         path.write_text(text, encoding="utf-8")
         sets = [f"{k}={v}" for k, v in overrides]
         # An override may create sections: any prefix of its key path is a path the user gave.
-        given_paths = {".".join(k.split(".")[:n]) for k, _ in overrides for n in range(1, k.count(".") + 2)}
+        # The key is what precedes the first "=" (a generated key may itself hold one).
+        given_paths = set()
+        for key in (text.partition("=")[0] for text in sets):
+            for parts in (key.split("."), key.strip().split(".")):
+                given_paths.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
         check_outcome(lambda: load_config(path, sets), raw,
                       extra_prefixes=("--set ",) + tuple(p + ":" for p in given_paths))
 

@@ -63,14 +63,18 @@ def test_output_shapes(cell, bidirectional, attention, input_feeding, init, num_
     assert memory.select(torch.tensor([1, 0, 1])).states.shape[0] == 3
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("input_feeding", [True, False])
-def test_stepwise_decoding_equals_teacher_forcing(cell, input_feeding):
+def two_layer_model_and_batch(cell, input_feeding):
     torch.manual_seed(0)
     model = build_model(model_config(cell=cell, input_feeding=input_feeding, num_layers=2),
                         src_vocab_size=SRC_V, tgt_vocab_size=TGT_V).eval()
     src, lengths = pad([[4, 5, 6], [7, 8]]), torch.tensor([3, 2])
-    tgt_in = torch.tensor([[2, 9, 10, 11], [2, 12, 13, 0]])
+    return model, src, lengths, torch.tensor([[2, 9, 10, 11], [2, 12, 13, 0]])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_stepwise_decoding_equals_teacher_forcing(cell, input_feeding):
+    model, src, lengths, tgt_in = two_layer_model_and_batch(cell, input_feeding)
     with torch.no_grad():
         logits = torch.log_softmax(model(src, lengths, tgt_in), -1)
         memory, state = model.start(src, lengths)
@@ -82,11 +86,7 @@ def test_stepwise_decoding_equals_teacher_forcing(cell, input_feeding):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("input_feeding", [True, False])
 def test_prepared_decoder_steps_like_the_training_decoder(cell, input_feeding):
-    torch.manual_seed(0)
-    model = build_model(model_config(cell=cell, input_feeding=input_feeding, num_layers=2),
-                        src_vocab_size=SRC_V, tgt_vocab_size=TGT_V).eval()
-    src, lengths = pad([[4, 5, 6], [7, 8]]), torch.tensor([3, 2])
-    tgt_in = torch.tensor([[2, 9, 10, 11], [2, 12, 13, 0]])
+    model, src, lengths, tgt_in = two_layer_model_and_batch(cell, input_feeding)
     with torch.no_grad():
         memory, state = model.start(src, lengths)
         expected = []

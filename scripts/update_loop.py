@@ -1,0 +1,56 @@
+"""What scripts/profile_training.py and scripts/ab_update.py share: a config's model on Multi30k
+en->de batches, and one plain training update. Not a script of its own.
+
+The update is the trainer's core (forward and backward, clipping, optimizer step) without its
+bookkeeping (accumulation, out-of-memory splitting, logging), so that only the update is timed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seq2seq import update as update_module  # noqa: E402
+from seq2seq.config import Config, load_config  # noqa: E402
+from seq2seq.data import Batch, encode_parallel, epoch_batches, iterate_batches, read_parallel  # noqa: E402
+from seq2seq.model import build_model  # noqa: E402
+from seq2seq.tokenizer import Tokenizer  # noqa: E402
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--config", default=str(ROOT / "configs" / "bench_peer_lstm.yaml"))
+    ap.add_argument("--tokenizer", required=True, help="joint SentencePiece model (.model) of the config's "
+                    "vocabulary size (training one is not what we want to time)")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def setup(args: argparse.Namespace) -> tuple[Config, torch.nn.Module, Iterator[Batch]]:
+    """The config, its freshly initialised model in training mode, and a stream of epoch-1 batches."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    cfg = load_config(args.config)
+    tok = Tokenizer(args.tokenizer)
+    src, tgt = read_parallel(f"{args.data}/train.en", f"{args.data}/train.de")
+    data = encode_parallel(src, tgt, tok, tok, max_src_len=cfg.data.max_src_len, max_tgt_len=cfg.data.max_tgt_len)
+    model = build_model(cfg.model, src_vocab_size=len(tok), tgt_vocab_size=len(tok))
+    model.train()
+    t = cfg.training
+    batches = epoch_batches(data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=1, epoch=1)
+    return cfg, model, iterate_batches(data, batches)
+
+
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, cfg: Config) -> int:
+    """One training update on `batch`; returns its target tokens (EOS included)."""
+    t = cfg.training
+    update_module.forward_backward(model, batch, denominator=batch.num_tgt_tokens, label_smoothing=t.label_smoothing)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return batch.num_tgt_tokens
