@@ -195,8 +195,10 @@ class Decoder(nn.Module):
         emb_gates = self._embed_gates(tgt_in)  # (batch, tgt_len, gates * hidden), all steps at once
         ops = self._step_ops()
         outputs = []
-        for t in range(tgt_in.size(1)):
-            att, state, _ = self._advance(emb_gates[:, t], state, memory, ops)
+        # unbind, not emb_gates[:, t]: the backward of each indexing would zero-fill a buffer of
+        # all steps' size at every step; unbind's backward stacks the step gradients once.
+        for gates in emb_gates.unbind(1):
+            att, state, _ = self._advance(gates, state, memory, ops)
             outputs.append(att)
         return self.output(torch.stack(outputs, dim=1))  # one projection for all steps
 
