@@ -140,14 +140,15 @@ class Decoder(nn.Module):
     def _step_ops(self) -> "_StepOps":
         """The per-step matrix products of one forward pass (see recurrence.StepLinear)."""
         query_proj = getattr(self.attention, "query_proj", None)
-        products = self.step_products
-        if products is not None and not torch.is_grad_enabled():
-            layers = [(products[f"{i}a"] if f"{i}a" in products else None,
-                       products[f"{i}b"] if f"{i}b" in products else None) for i in range(len(self.cells))]
+        decoding = not torch.is_grad_enabled()
+        products = self.step_products if decoding else None
+        if products is not None:
+            layers = [tuple(products[f"{i}{side}"] if f"{i}{side}" in products else None for side in "ab")
+                      for i in range(len(self.cells))]
         else:
             layers = [tuple(None if pair is None else StepLinear(*pair) for pair in pairs)
                       for pairs in self._step_weights()]
-        if not torch.is_grad_enabled():
+        if decoding:
             # Decoding calls the modules themselves, which may be swapped for int8 ones.
             return _StepOps(layers=layers, query=query_proj, combine=self.combine)
         return _StepOps(layers=layers, query=StepLinear(query_proj.weight) if query_proj is not None else None,
