@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from seq2seq.config import Config, dump_yaml, load_config  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402
-from seq2seq.tokenizer import PAD, tokenizer_files  # noqa: E402
+from seq2seq.tokenizer import PAD  # noqa: E402
 
 log = logging.getLogger("benchmark")
 
@@ -157,7 +157,7 @@ def window_rates(seconds: list[float], tokens: list[int], size: int) -> list[flo
 def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.device, peak_gflops: float) -> dict:
     from seq2seq.model import build_model  # noqa: F401  (import cost outside the timing)
     from seq2seq.trainer import train
-    from seq2seq.tokenizer import Tokenizer
+    from seq2seq.tokenizer import open_tokenizers
 
     records: list[dict] = []
 
@@ -174,8 +174,8 @@ def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.dev
     if len(records) <= warmup:
         raise SystemExit(f"--steps must exceed --warmup ({warmup}); got {len(records)} updates")
 
-    src_file, tgt_file = tokenizer_files(run_dir, cfg.tokenizer.joint, cfg.data.src_lang, cfg.data.tgt_lang)
-    src_vocab, tgt_vocab = len(Tokenizer(src_file)), len(Tokenizer(tgt_file))
+    src_tok, tgt_tok = open_tokenizers(run_dir, cfg.tokenizer.joint, cfg.data.src_lang, cfg.data.tgt_lang)
+    src_vocab, tgt_vocab = len(src_tok), len(tgt_tok)
     seconds = [r["seconds"] for r in records]
     tgt_eos = [sum(r["tgt_lens"]) for r in records]
     tgt = [sum(r["tgt_lens"]) - len(r["tgt_lens"]) for r in records]

@@ -20,7 +20,7 @@ from seq2seq import update as update_module  # noqa: E402
 from seq2seq.config import Config, load_config  # noqa: E402
 from seq2seq.data import Batch, encode_parallel, epoch_batches, iterate_batches, read_parallel  # noqa: E402
 from seq2seq.model import build_model  # noqa: E402
-from seq2seq.tokenizer import Tokenizer  # noqa: E402
+from seq2seq.tokenizer import Tokenizer, seen_pieces  # noqa: E402
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -36,10 +36,14 @@ def setup(args: argparse.Namespace) -> tuple[Config, torch.nn.Module, Iterator[B
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     cfg = load_config(args.config)
-    tok = Tokenizer(args.tokenizer)
     src, tgt = read_parallel(f"{args.data}/train.en", f"{args.data}/train.de")
-    data = encode_parallel(src, tgt, tok, tok, max_src_len=cfg.data.max_src_len, max_tgt_len=cfg.data.max_tgt_len)
-    model = build_model(cfg.model, src_vocab_size=len(tok), tgt_vocab_size=len(tok))
+    src_tok = tgt_tok = Tokenizer(args.tokenizer)
+    if cfg.tokenizer.drop_unseen:
+        full = src_tok
+        src_tok, tgt_tok = (Tokenizer(args.tokenizer, seen_pieces(full, side)) for side in (src, tgt))
+    data = encode_parallel(src, tgt, src_tok, tgt_tok, max_src_len=cfg.data.max_src_len,
+                           max_tgt_len=cfg.data.max_tgt_len)
+    model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
     model.train()
     t = cfg.training
     batches = epoch_batches(data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=1, epoch=1)

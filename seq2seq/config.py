@@ -52,6 +52,9 @@ class TokenizerConfig:
     vocab_size: int = _opt(8000, "pieces per SentencePiece model", min=8)
     model_type: Literal["bpe", "unigram"] = _opt("bpe", "SentencePiece algorithm")
     character_coverage: float = _opt(1.0, "share of characters the model must cover", min=0.9, max=1.0)
+    drop_unseen: bool = _opt(False, "each side's vocabulary keeps only the pieces its training text uses "
+                             "(as OpenNMT-py builds vocabularies): smaller embeddings and output layer; "
+                             "other pieces read as unknown")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, unwrap
 from .config import Config, ConfigError, config_from_dict, deep_merge, to_dict
 from .data import TAG_PATTERN, DataError, read_parallel, tag_sources, tags_in
-from .tokenizer import Tokenizer, tokenizer_files, train_tokenizer
+from .tokenizer import Tokenizer, kept_files, open_tokenizers, tokenizer_files, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class Parent:
         for f in files:
             if not f.is_file():
                 raise ConfigError(f"init_from: {run_dir} is missing its tokenizer {f.name}")
-        return cls(run_dir, cfg, ckpt["model"], Tokenizer(files[0]), Tokenizer(files[1]))
+        return cls(run_dir, cfg, ckpt["model"], *open_tokenizers(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang))
 
     def initialise(self, model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
         """Load the parent's weights into `model`, which was built for (src_tok, tgt_tok)."""
@@ -367,6 +367,9 @@ def _keep_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train_src: list
         shutil.copyfile(parent.src_tok.path, src_file)
         if tgt_file != src_file:
             shutil.copyfile(parent.tgt_tok.path, tgt_file)
+        for parent_list, child_list in zip(kept_files(parent.run_dir), kept_files(run_dir)):
+            if parent_list.is_file():
+                shutil.copyfile(parent_list, child_list)
 
 
 def prepare(cfg: Config, run_dir: str | Path, train_src: list[str], train_tgt: list[str]) -> Parent:

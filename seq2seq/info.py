@@ -10,7 +10,7 @@ from torch import nn
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import ConfigError, config_from_dict
 from .model import build_model
-from .tokenizer import Tokenizer, tokenizer_files
+from .tokenizer import open_tokenizers
 
 
 def _count(module: nn.Module) -> int:
@@ -55,8 +55,7 @@ def run_info(run_dir: str | Path, checkpoint: str = "best.pt") -> dict[str, Any]
     except ConfigError as e:
         raise CheckpointError(f"{path}: its stored config is not valid here: {e}") from None
     d, t, m = cfg.data, cfg.training, cfg.model
-    src_file, tgt_file = tokenizer_files(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang)
-    src_tok, tgt_tok = Tokenizer(src_file), Tokenizer(tgt_file)
+    src_tok, tgt_tok = open_tokenizers(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang)
     model = build_model(m, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
     model.load_state_dict(ckpt["model"])
 

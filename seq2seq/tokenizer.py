@@ -16,37 +16,96 @@ PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
 
 class Tokenizer:
-    """Raw text <-> piece ids with one SentencePiece model."""
+    """Raw text <-> piece ids with one SentencePiece model.
 
-    def __init__(self, model_file: str | Path):
+    With `kept` (SentencePiece ids, specials first), the ids are positions in that list: a
+    side's vocabulary can then leave out the pieces its training text never used (a joint
+    model's German-only pieces on the English side). A piece outside the list is spelled out
+    in its single characters, which seen_pieces always keeps, so new text still round-trips."""
+
+    def __init__(self, model_file: str | Path, kept: Sequence[int] | None = None):
         self.path = Path(model_file)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: SentencePiece model not found")
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD, UNK, BOS, EOS):
             raise ValueError(f"{self.path}: special ids differ from pad=0 unk=1 bos=2 eos=3")
+        self.kept: list[int] | None = None
+        if kept is not None:
+            kept = list(kept)
+            size = self.sp.get_piece_size()
+            if kept[:4] != [PAD, UNK, BOS, EOS] or len(set(kept)) != len(kept) \
+                    or not all(0 <= i < size for i in kept):
+                raise ValueError(f"{self.path}: kept pieces must start with 0 1 2 3, be distinct and below {size}")
+            self.kept = kept
+            own = {i: n for n, i in enumerate(kept)}
+            self._own = [own.get(i, UNK) for i in range(size)]  # SentencePiece id -> our id, UNK if left out
+            # SentencePiece id -> our ids: itself where kept, else its characters (UNK if unknown).
+            self._spelled = [[own[i]] if i in own else
+                             [own.get(self.sp.piece_to_id(c), UNK) for c in self.sp.id_to_piece(i)]
+                             for i in range(size)]
 
     def __len__(self) -> int:
-        return self.sp.get_piece_size()
+        return len(self.kept) if self.kept is not None else self.sp.get_piece_size()
+
+    def _to_own(self, ids: list[int]) -> list[int]:
+        return ids if self.kept is None else [j for i in ids for j in self._spelled[i]]
+
+    def _to_sp(self, ids: Sequence[int]) -> list[int]:
+        return list(ids) if self.kept is None else [self.kept[i] for i in ids]
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.encode(text)
+        return self._to_own(self.sp.encode(text))
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.sp.encode(list(texts))
+        return [self._to_own(ids) for ids in self.sp.encode(list(texts))]
 
     def decode(self, ids: Sequence[int]) -> str:
         # Ids past EOS or special ids never reach the text.
-        return self.sp.decode([i for i in ids if i > EOS])
+        return self.sp.decode(self._to_sp([i for i in ids if i > EOS]))
 
     def pieces(self, ids: Sequence[int]) -> list[str]:
-        return [self.sp.id_to_piece(i) for i in ids]
+        return [self.id_to_piece(i) for i in ids]
 
     def id_to_piece(self, i: int) -> str:
-        return self.sp.id_to_piece(i)
+        return self.sp.id_to_piece(i if self.kept is None else self.kept[i])
 
     def piece_to_id(self, piece: str) -> int:
-        return self.sp.piece_to_id(piece)
+        i = self.sp.piece_to_id(piece)
+        return i if self.kept is None else self._own[i]
+
+
+def seen_pieces(tok: Tokenizer, *texts: Sequence[str]) -> list[int]:
+    """A side's kept list: the specials, then the SentencePiece ids that encoding `texts` uses and
+    every single-character piece (so that pieces left out can be spelled out)."""
+    sp = tok.sp
+    seen = {i for i in range(sp.get_piece_size()) if len(sp.id_to_piece(i)) == 1}
+    for lines in texts:
+        for ids in sp.encode(list(lines)):
+            seen.update(ids)
+    return [PAD, UNK, BOS, EOS] + sorted(seen - {PAD, UNK, BOS, EOS})
+
+
+def write_kept(path: str | Path, kept: Sequence[int]) -> None:
+    """One SentencePiece id per line, written atomically."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(f"{i}\n" for i in kept))
+    tmp.replace(path)
+
+
+def read_kept(path: str | Path) -> list[int] | None:
+    """A kept list written by write_kept, or None where the run keeps every piece (no file)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    kept = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            kept.append(int(line))
+        except ValueError:
+            raise ValueError(f"{path}:{n}: expected a SentencePiece id, got {line[:40]!r}") from None
+    return kept
 
 
 def train_tokenizer(lines: Iterable[str], model_file: str | Path, *, vocab_size: int, model_type: str,
@@ -82,3 +141,16 @@ def tokenizer_files(run_dir: str | Path, joint: bool, src_lang: str, tgt_lang: s
     if joint:
         return run_dir / "spm.joint.model", run_dir / "spm.joint.model"
     return run_dir / f"spm.{src_lang}.model", run_dir / f"spm.{tgt_lang}.model"
+
+
+def kept_files(run_dir: str | Path) -> tuple[Path, Path]:
+    """Where a run lists the pieces each side keeps (absent: every piece of its model)."""
+    run_dir = Path(run_dir)
+    return run_dir / "vocab.source.txt", run_dir / "vocab.target.txt"
+
+
+def open_tokenizers(run_dir: str | Path, joint: bool, src_lang: str, tgt_lang: str) -> tuple[Tokenizer, Tokenizer]:
+    """A run's source and target tokenizers, each restricted to its kept pieces where listed."""
+    src_file, tgt_file = tokenizer_files(run_dir, joint, src_lang, tgt_lang)
+    src_kept, tgt_kept = kept_files(run_dir)
+    return Tokenizer(src_file, read_kept(src_kept)), Tokenizer(tgt_file, read_kept(tgt_kept))

@@ -21,7 +21,8 @@ from .config import Config, config_from_dict, dump_yaml, to_dict
 from . import finetune
 from .data import DataError, encode_parallel, epoch_batches, iterate_batches, read_parallel, tag_sources, tags_in
 from .model import build_model, count_parameters, resolve_device
-from .tokenizer import Tokenizer, tokenizer_files, train_tokenizer
+from .tokenizer import (Tokenizer, kept_files, open_tokenizers, seen_pieces, tokenizer_files,
+                        train_tokenizer, write_kept)
 from .update import forward_backward
 from .validation import validate
 
@@ -86,11 +87,14 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 
 def load_tokenizers(cfg: Config, run_dir: Path, train_src: list[str], train_tgt: list[str]) -> tuple[Tokenizer, Tokenizer]:
-    """The run's tokenizers, trained on the training data the first time."""
+    """The run's tokenizers, trained on the training data the first time (and, with
+    tokenizer.drop_unseen, restricted to the pieces each side's training text uses)."""
     d, t = cfg.data, cfg.tokenizer
     src_file, tgt_file = tokenizer_files(run_dir, t.joint, d.src_lang, d.tgt_lang)
     options = dict(vocab_size=t.vocab_size, model_type=t.model_type, character_coverage=t.character_coverage)
     tags = tags_in(train_src) if d.src_prefix_tag else []
+    # Fine-tuning with vocabulary keep has copied the parent's lists (or its lack of them).
+    keeps_parent = cfg.init_from is not None and cfg.finetune.vocabulary == "keep"
     if dist.is_main():
         if t.joint and not src_file.exists():
             train_tokenizer(train_src + train_tgt, src_file, user_defined_symbols=tags, **options)
@@ -99,8 +103,20 @@ def load_tokenizers(cfg: Config, run_dir: Path, train_src: list[str], train_tgt:
                 train_tokenizer(train_src, src_file, user_defined_symbols=tags, **options)
             if not tgt_file.exists():
                 train_tokenizer(train_tgt, tgt_file, **options)
+        src_kept, tgt_kept = kept_files(run_dir)
+        if t.drop_unseen and not keeps_parent and not tgt_kept.exists():
+            if cfg.model.share_embeddings:
+                # One matrix serves both sides, so both keep what either side uses.
+                kept = seen_pieces(Tokenizer(src_file), train_src, train_tgt)
+                src_list, tgt_list = kept, kept
+            else:
+                src_list, tgt_list = seen_pieces(Tokenizer(src_file), train_src), seen_pieces(Tokenizer(tgt_file), train_tgt)
+            write_kept(src_kept, src_list)
+            write_kept(tgt_kept, tgt_list)
+            log.info("tokenizer.drop_unseen: keeping %d source / %d target pieces seen in the training data",
+                     len(src_list), len(tgt_list))
     dist.barrier()
-    return Tokenizer(src_file), Tokenizer(tgt_file)
+    return open_tokenizers(run_dir, t.joint, d.src_lang, d.tgt_lang)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:

@@ -15,7 +15,7 @@ from .config import Config, ConfigError, config_from_dict
 from .data import pad, tag_sources
 from .model import Seq2Seq, build_model, resolve_device
 from .search import Hypothesis, beam_search, greedy_search, max_output_lengths
-from .tokenizer import Tokenizer, tokenizer_files
+from .tokenizer import Tokenizer, open_tokenizers, tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Translator:
         for f in (src_file, tgt_file):
             if not f.is_file():
                 raise CheckpointError(f"{run_dir}: run directory is missing its tokenizer {f.name}")
-        src_tok, tgt_tok = Tokenizer(src_file), Tokenizer(tgt_file)
+        src_tok, tgt_tok = open_tokenizers(run_dir, config.tokenizer.joint, d.src_lang, d.tgt_lang)
         model = build_model(config.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
         try:
             model.load_state_dict(ckpt["model"])

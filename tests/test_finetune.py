@@ -295,3 +295,42 @@ def test_cli_fine_tune_learns_a_new_language(trained_run, new_lang_dir, tmp_path
     proc = run_cli("train", "--config", str(config), "--run-dir", str(tmp_path / "bad"), check=False)
     assert proc.returncode == 2
     assert "seq2seq train: error: init_from:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trimmed_parent(tmp_path_factory, synthetic_dir) -> Path:
+    """A parent whose sides keep only the pieces they saw (tokenizer.drop_unseen); barely trained."""
+    run_dir = tmp_path_factory.mktemp("trimmed")
+    raw = tiny_config_dict(synthetic_dir, tokenizer={"drop_unseen": True}, training={"max_epochs": 1})
+    train(config_from_dict(raw), run_dir, quiet=True)
+    return run_dir
+
+
+def test_keep_from_a_trimmed_parent_copies_its_piece_lists(trimmed_parent, synthetic_dir, tmp_path):
+    cfg = load_child(child_dict(synthetic_dir, trimmed_parent, tgt="tgt", finetune={"vocabulary": "keep"}), tmp_path)
+    _, model, _, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
+    for name in ("vocab.source.txt", "vocab.target.txt"):
+        assert (tmp_path / "child" / name).read_text() == (trimmed_parent / name).read_text()
+    parent = Translator.load(trimmed_parent, device="cpu").model
+    src, tgt = read_parallel(synthetic_dir / "valid.src", synthetic_dir / "valid.tgt")
+    batch = make_batch(encode_parallel(src[:16], tgt[:16], src_tok, tgt_tok), list(range(16)))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch.src, batch.src_lengths, batch.tgt_in),
+                           parent(batch.src, batch.src_lengths, batch.tgt_in))
+
+
+def test_transfer_from_a_trimmed_parent_matches_rows_by_piece(trimmed_parent, new_lang_dir, tmp_path):
+    raw = child_dict(new_lang_dir, trimmed_parent)
+    cfg = load_child(raw, tmp_path)
+    parent, model, _, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
+    assert cfg.tokenizer.drop_unseen  # inherited: the child's sides keep what its own data uses
+    assert (tmp_path / "child" / "vocab.target.txt").read_text() != (trimmed_parent / "vocab.target.txt").read_text()
+    weights = model.state_dict()
+    parent_rows = {parent.src_tok.id_to_piece(i): i for i in range(len(parent.src_tok))}
+    shared = [(i, parent_rows[p]) for i in range(len(src_tok)) if (p := src_tok.id_to_piece(i)) in parent_rows]
+    assert len(shared) > 10
+    assert len(parent.src_tok) < parent.src_tok.sp.get_piece_size()  # the parent's rows are a subset of its pieces
+    for child_id, parent_id in shared:
+        assert torch.equal(weights["encoder.embed.weight"][child_id],
+                           parent.weights["encoder.embed.weight"][parent_id])

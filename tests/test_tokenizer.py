@@ -4,7 +4,8 @@ import io
 import pytest
 import sentencepiece as spm
 
-from seq2seq.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, tokenizer_files, train_tokenizer
+from seq2seq.tokenizer import (BOS, EOS, PAD, UNK, Tokenizer, read_kept, seen_pieces, tokenizer_files,
+                               train_tokenizer, write_kept)
 
 SENTENCES = [
     "A man in a blue shirt is standing on a ladder.",
@@ -75,3 +76,45 @@ def test_missing_model_file(tmp_path):
 def test_tokenizer_files(tmp_path):
     assert tokenizer_files(tmp_path, True, "en", "de") == (tmp_path / "spm.joint.model",) * 2
     assert tokenizer_files(tmp_path, False, "en", "de") == (tmp_path / "spm.en.model", tmp_path / "spm.de.model")
+
+
+ENGLISH = [s for s in SENTENCES if s.startswith(("A ", "Two"))]
+GERMAN = [s for s in SENTENCES if s.startswith(("Ein", "Zwei", "Kinder"))]
+
+
+def test_a_side_keeps_only_the_pieces_its_text_uses(tok):
+    kept = seen_pieces(tok, ENGLISH)
+    english = Tokenizer(tok.path, kept)
+    assert kept[:4] == [PAD, UNK, BOS, EOS] and len(english) == len(kept) < len(tok)
+    # English text reads exactly as with the full model: same pieces, same text back.
+    for line in ENGLISH:
+        ids = english.encode(line)
+        assert max(ids) < len(english) and UNK not in ids
+        assert english.pieces(ids) == tok.pieces(tok.encode(line))
+        assert english.decode(ids) == line
+    assert english.encode_batch(ENGLISH) == [english.encode(s) for s in ENGLISH]
+    # A piece only German uses is not in the English vocabulary: German text is spelled out in
+    # pieces the English side has, and still reads back.
+    german_only = sorted(set(tok.pieces(tok.encode(GERMAN[0]))) - {tok.id_to_piece(i) for i in kept})
+    assert german_only
+    assert english.piece_to_id(german_only[0]) == UNK
+    ids = english.encode(GERMAN[0])
+    assert UNK not in ids and len(ids) > len(tok.encode(GERMAN[0]))
+    assert english.decode(ids) == GERMAN[0]
+    assert all(len(p) == 1 for p in english.pieces(ids) if p not in english.pieces(english.encode(" ".join(ENGLISH))))
+    for i in range(len(english)):
+        assert english.piece_to_id(english.id_to_piece(i)) == i
+
+
+def test_kept_list_file_round_trips_and_bad_lists_are_refused(tok, tmp_path):
+    kept = seen_pieces(tok, GERMAN)
+    write_kept(tmp_path / "vocab.target.txt", kept)
+    assert read_kept(tmp_path / "vocab.target.txt") == kept
+    assert read_kept(tmp_path / "absent.txt") is None
+    (tmp_path / "bad.txt").write_text("0\n1\n2\nthree\n")
+    with pytest.raises(ValueError, match=r"bad.txt:4"):
+        read_kept(tmp_path / "bad.txt")
+    with pytest.raises(ValueError, match="start with 0 1 2 3"):
+        Tokenizer(tok.path, [0, 1, 3, 2, 10])
+    with pytest.raises(ValueError, match="below"):
+        Tokenizer(tok.path, [0, 1, 2, 3, len(tok)])

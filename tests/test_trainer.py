@@ -142,3 +142,29 @@ def test_stop_flag_turns_a_signal_into_a_flag():
         os.kill(os.getpid(), signal.SIGTERM)
         assert flag.signal_name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_drop_unseen_gives_each_side_its_own_pieces_and_still_learns(tmp_path, synthetic_dir):
+    from conftest import expected_translation
+    from seq2seq.tokenizer import Tokenizer
+    from seq2seq.translator import Translator
+    run_dir = tmp_path / "run"
+    train(config_from_dict(tiny_config_dict(synthetic_dir, tokenizer={"drop_unseen": True})), run_dir, quiet=True)
+    src_list = [int(x) for x in (run_dir / "vocab.source.txt").read_text().split()]
+    tgt_list = [int(x) for x in (run_dir / "vocab.target.txt").read_text().split()]
+    joint = Tokenizer(run_dir / "spm.joint.model")
+    # Lower-case source words and upper-case target words share no piece but the single
+    # characters every side keeps.
+    shared = [joint.id_to_piece(i) for i in set(src_list) & set(tgt_list) - {0, 1, 2, 3}]
+    assert shared and all(len(p) == 1 for p in shared), shared
+    assert len(src_list) < len(joint) and len(tgt_list) < len(joint)
+    weights = load_checkpoint(run_dir / "best.pt")["model"]
+    assert weights["encoder.embed.weight"].shape[0] == len(src_list)
+    assert weights["decoder.embed.weight"].shape[0] == len(tgt_list)
+    assert weights["decoder.output.weight"].shape[0] == len(tgt_list)
+
+    translator = Translator.load(run_dir, device="cpu")
+    sources = (synthetic_dir / "test.src").read_text().splitlines()
+    hyps = translator.translate(sources, beam_size=3)
+    exact = sum(h == expected_translation(s) for h, s in zip(hyps, sources)) / len(sources)
+    assert exact >= 0.8, f"only {exact:.0%} of test sentences translated exactly"

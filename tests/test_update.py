@@ -40,4 +40,5 @@ def test_token_loss_in_float32_stays_close_and_keeps_dtype():
     logits.grad = None
     F.cross_entropy(logits, target, ignore_index=PAD, reduction="sum", label_smoothing=0.1).backward()
     assert grad.dtype == torch.float32
-    torch.testing.assert_close(grad, logits.grad, rtol=1e-5, atol=1e-7)
+    # torch's and our float32 softmax round differently, and by CPU (about 2e-5 relative on AVX2).
+    torch.testing.assert_close(grad, logits.grad, rtol=1e-4, atol=1e-6)
