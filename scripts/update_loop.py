@@ -31,11 +31,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=2)
 
 
-def setup(args: argparse.Namespace) -> tuple[Config, torch.nn.Module, Iterator[Batch]]:
-    """The config, its freshly initialised model in training mode, and a stream of epoch-1 batches."""
+def setup(args: argparse.Namespace, overrides: list[str] = []) -> tuple[Config, torch.nn.Module, Iterator[Batch]]:
+    """The config (with --set style `overrides`), its freshly initialised model in training mode,
+    and a stream of epoch-1 batches."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, overrides)
     src, tgt = read_parallel(f"{args.data}/train.en", f"{args.data}/train.de")
     src_tok = tgt_tok = Tokenizer(args.tokenizer)
     if cfg.tokenizer.drop_unseen:

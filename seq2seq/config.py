@@ -54,7 +54,7 @@ class TokenizerConfig:
     character_coverage: float = _opt(1.0, "share of characters the model must cover", min=0.9, max=1.0)
     drop_unseen: bool = _opt(False, "each side's vocabulary keeps only the pieces its training text uses "
                              "(as OpenNMT-py builds vocabularies): smaller embeddings and output layer; "
-                             "other pieces read as unknown")
+                             "other pieces are spelled out in characters")
 
 
 @dataclass(frozen=True)

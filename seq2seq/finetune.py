@@ -214,7 +214,7 @@ class Parent:
         cfg = _parent_config(path, ckpt["config"])
         d = cfg.data
         files = tokenizer_files(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang)
-        for f in files:
+        for f in (*files, *(kept_files(run_dir) if cfg.tokenizer.drop_unseen else ())):
             if not f.is_file():
                 raise ConfigError(f"init_from: {run_dir} is missing its tokenizer {f.name}")
         return cls(run_dir, cfg, ckpt["model"], *open_tokenizers(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang))

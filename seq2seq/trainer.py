@@ -110,7 +110,8 @@ def load_tokenizers(cfg: Config, run_dir: Path, train_src: list[str], train_tgt:
                 kept = seen_pieces(Tokenizer(src_file), train_src, train_tgt)
                 src_list, tgt_list = kept, kept
             else:
-                src_list, tgt_list = seen_pieces(Tokenizer(src_file), train_src), seen_pieces(Tokenizer(tgt_file), train_tgt)
+                src_list = seen_pieces(Tokenizer(src_file), train_src)
+                tgt_list = seen_pieces(Tokenizer(tgt_file), train_tgt)
             write_kept(src_kept, src_list)
             write_kept(tgt_kept, tgt_list)
             log.info("tokenizer.drop_unseen: keeping %d source / %d target pieces seen in the training data",

@@ -15,7 +15,7 @@ from .config import Config, ConfigError, config_from_dict
 from .data import pad, tag_sources
 from .model import Seq2Seq, build_model, resolve_device
 from .search import Hypothesis, beam_search, greedy_search, max_output_lengths
-from .tokenizer import Tokenizer, open_tokenizers, tokenizer_files
+from .tokenizer import Tokenizer, kept_files, open_tokenizers, tokenizer_files
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Translator:
             raise CheckpointError(f"{path}: its stored config is not valid here: {e}") from None
         d = config.data
         src_file, tgt_file = tokenizer_files(run_dir, config.tokenizer.joint, d.src_lang, d.tgt_lang)
-        for f in (src_file, tgt_file):
+        for f in (src_file, tgt_file, *(kept_files(run_dir) if config.tokenizer.drop_unseen else ())):
             if not f.is_file():
                 raise CheckpointError(f"{run_dir}: run directory is missing its tokenizer {f.name}")
         src_tok, tgt_tok = open_tokenizers(run_dir, config.tokenizer.joint, d.src_lang, d.tgt_lang)

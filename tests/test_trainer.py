@@ -168,3 +168,24 @@ def test_drop_unseen_gives_each_side_its_own_pieces_and_still_learns(tmp_path, s
     hyps = translator.translate(sources, beam_size=3)
     exact = sum(h == expected_translation(s) for h, s in zip(hyps, sources)) / len(sources)
     assert exact >= 0.8, f"only {exact:.0%} of test sentences translated exactly"
+
+    # A run moved without its piece lists is named, not a shape mismatch.
+    (run_dir / "vocab.target.txt").unlink()
+    from seq2seq.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="missing its tokenizer vocab.target.txt"):
+        Translator.load(run_dir, device="cpu")
+
+
+def test_drop_unseen_with_shared_embeddings_keeps_one_list_for_both_sides(tmp_path, synthetic_dir):
+    from seq2seq.data import read_parallel
+    from seq2seq.tokenizer import Tokenizer
+    from seq2seq.trainer import load_tokenizers
+    raw = tiny_config_dict(synthetic_dir, tokenizer={"drop_unseen": True},
+                           model={"share_embeddings": True, "encoder": {"emb_size": 32}, "decoder": {"emb_size": 32}})
+    src, tgt = read_parallel(synthetic_dir / "train.src", synthetic_dir / "train.tgt")
+    src_tok, tgt_tok = load_tokenizers(config_from_dict(raw), tmp_path, src, tgt)
+    assert src_tok.kept == tgt_tok.kept
+    # Both languages' pieces are on both sides: neither is spelled out.
+    full = Tokenizer(tmp_path / "spm.joint.model")
+    for line in (src[0], tgt[0]):
+        assert src_tok.pieces(src_tok.encode(line)) == full.pieces(full.encode(line))

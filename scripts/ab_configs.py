@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Training-update speed of a config against the same config with --set overrides, side by side
+in one process: the same sentences, alternating rounds, so that machine noise hits both alike.
+
+    python scripts/ab_configs.py --config configs/bench_peer_lstm.yaml \\
+        --tokenizer runs/multi30k_en_de/spm.joint.model --set tokenizer.drop_unseen=false
+
+Each round starts both models from their initial weights; prints target tok/s (EOS included) per
+round and the median ratio of the config's rate to the overridden one's. Only updates are timed.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+
+from update_loop import add_arguments, setup, update  # noqa: E402  (scripts/ is on sys.path)
+
+from seq2seq.trainer import build_optimizer  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    ap.add_argument("--set", dest="overrides", action="append", required=True, metavar="KEY.PATH=VALUE",
+                    help="what the other variant changes (repeatable)")
+    ap.add_argument("--batches", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+
+    variants = {}
+    for name, overrides in (("config", []), ("overridden", args.overrides)):
+        cfg, model, stream = setup(args, overrides)
+        batches = [next(stream) for _ in range(args.batches)]
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name}: {params:,} parameters, {sum(b.num_tgt_tokens for b in batches):,} target tokens", flush=True)
+        variants[name] = (cfg, model, batches, copy.deepcopy(model.state_dict()))
+
+    def run(name: str) -> float:
+        cfg, model, batches, start = variants[name]
+        model.load_state_dict(start)
+        optimizer = build_optimizer(model, cfg)
+        tokens, begin = 0, time.perf_counter()
+        for batch in batches:
+            tokens += update(model, optimizer, batch, cfg)
+        return tokens / (time.perf_counter() - begin)
+
+    for name in variants:
+        run(name)  # first-call costs out of the rounds
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
+            rates[name].append(run(name))
+        print(f"round {r + 1}: config {rates['config'][-1]:,.0f} tok/s, "
+              f"overridden {rates['overridden'][-1]:,.0f} tok/s", flush=True)
+    ratios = [a / b for a, b in zip(rates["config"], rates["overridden"])]
+    print(f"median: config {statistics.median(rates['config']):,.0f} tok/s, overridden "
+          f"{statistics.median(rates['overridden']):,.0f} tok/s ({' '.join(args.overrides)}), ratio "
+          f"{statistics.median(ratios):.3f} ({args.batches} batches x {args.rounds} rounds, {args.threads} threads, "
+          f"EOS included)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
