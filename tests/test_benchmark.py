@@ -60,3 +60,38 @@ def test_benchmark_script_runs_end_to_end(tmp_path, synthetic_dir):
     assert result["peer_compatible"]["beam5_bleu"] == runs[("float32", 5)]["bleu"]
     table = (out / "RESULT.md").read_text()
     assert "| int8 | beam 5 |" in table and "target tok/s, EOS excluded" in table
+
+
+def test_profile_decoding_script_profiles_a_run(trained_run, synthetic_dir):
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "profile_decoding.py"), "--model", str(trained_run),
+                           "--input", str(synthetic_dir / "test.src"), "--sentences", "40", "--beam", "3",
+                           "--batch-size", "16", "--threads", "1", "--top", "5"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "40 sentences, beam 3, batches of 16" in proc.stdout
+    shares = [float(line.split("%")[0]) for line in proc.stdout.split("own CPU time by kind:")[1].split("top")[0]
+              .strip().splitlines()]
+    assert "matrix products" in proc.stdout and sum(shares) == pytest.approx(100, abs=0.5)
+    assert "operator calls per sentence" in proc.stdout
+
+
+def test_ab_configs_script_compares_a_config_with_its_override(tmp_path, synthetic_dir):
+    from seq2seq.tokenizer import train_tokenizer
+    data = tmp_path / "data"
+    data.mkdir()
+    for lang, name in (("src", "en"), ("tgt", "de")):  # the script reads Multi30k's en-de file names
+        shutil.copy(synthetic_dir / f"train.{lang}", data / f"train.{name}")
+    lines = (data / "train.en").read_text().splitlines() + (data / "train.de").read_text().splitlines()
+    train_tokenizer(lines, tmp_path / "spm.model", vocab_size=64, model_type="bpe", character_coverage=1.0)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(tiny_config_dict(data)))
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "ab_configs.py"), "--config", str(config),
+                           "--tokenizer", str(tmp_path / "spm.model"), "--data", str(data), "--threads", "1",
+                           "--set", "tokenizer.drop_unseen=true", "--batches", "3", "--rounds", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = {line.split(":")[0]: int(line.split(": ")[1].split(" parameters")[0].replace(",", ""))
+              for line in proc.stdout.splitlines() if "parameters" in line}
+    assert params["overridden"] < params["config"]  # each side dropped the other language's pieces
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("round ")]) == 2
+    assert "ratio" in proc.stdout.splitlines()[-1]
