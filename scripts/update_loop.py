@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from seq2seq import update as update_module  # noqa: E402
 from seq2seq.config import Config, load_config  # noqa: E402
 from seq2seq.data import Batch, encode_parallel, epoch_batches, iterate_batches, read_parallel  # noqa: E402
 from seq2seq.model import build_model  # noqa: E402
-from seq2seq.tokenizer import Tokenizer, seen_pieces  # noqa: E402
+from seq2seq.tokenizer import Tokenizer, side_lists  # noqa: E402
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -31,17 +31,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=2)
 
 
-def setup(args: argparse.Namespace, overrides: list[str] = []) -> tuple[Config, torch.nn.Module, Iterator[Batch]]:
+def setup(args: argparse.Namespace, overrides: Sequence[str] = ()) -> tuple[Config, torch.nn.Module, Iterator[Batch]]:
     """The config (with --set style `overrides`), its freshly initialised model in training mode,
     and a stream of epoch-1 batches."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     cfg = load_config(args.config, overrides)
     src, tgt = read_parallel(f"{args.data}/train.en", f"{args.data}/train.de")
-    src_tok = tgt_tok = Tokenizer(args.tokenizer)
+    src_tok = tgt_tok = full = Tokenizer(args.tokenizer)
     if cfg.tokenizer.drop_unseen:
-        full = src_tok
-        src_tok, tgt_tok = (Tokenizer(args.tokenizer, seen_pieces(full, side)) for side in (src, tgt))
+        src_list, tgt_list = side_lists(full, full, src, tgt, shared=cfg.model.share_embeddings)
+        src_tok, tgt_tok = Tokenizer(full.path, src_list), Tokenizer(full.path, tgt_list)
     data = encode_parallel(src, tgt, src_tok, tgt_tok, max_src_len=cfg.data.max_src_len,
                            max_tgt_len=cfg.data.max_tgt_len)
     model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))

@@ -86,6 +86,16 @@ def seen_pieces(tok: Tokenizer, *texts: Sequence[str]) -> list[int]:
     return [PAD, UNK, BOS, EOS] + sorted(seen - {PAD, UNK, BOS, EOS})
 
 
+def side_lists(src_tok: Tokenizer, tgt_tok: Tokenizer, train_src: Sequence[str], train_tgt: Sequence[str], *,
+               shared: bool) -> tuple[list[int], list[int]]:
+    """The source and target kept lists of tokenizer.drop_unseen. With `shared` (one embedding
+    matrix serves both sides) both keep what either side uses."""
+    if shared:
+        kept = seen_pieces(src_tok, train_src, train_tgt)
+        return kept, kept
+    return seen_pieces(src_tok, train_src), seen_pieces(tgt_tok, train_tgt)
+
+
 def write_kept(path: str | Path, kept: Sequence[int]) -> None:
     """One SentencePiece id per line, written atomically."""
     path = Path(path)

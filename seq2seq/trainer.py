@@ -21,8 +21,8 @@ from .config import Config, config_from_dict, dump_yaml, to_dict
 from . import finetune
 from .data import DataError, encode_parallel, epoch_batches, iterate_batches, read_parallel, tag_sources, tags_in
 from .model import build_model, count_parameters, resolve_device
-from .tokenizer import (Tokenizer, kept_files, open_tokenizers, seen_pieces, tokenizer_files,
-                        train_tokenizer, write_kept)
+from .tokenizer import (Tokenizer, kept_files, open_tokenizers, side_lists, tokenizer_files, train_tokenizer,
+                        write_kept)
 from .update import forward_backward
 from .validation import validate
 
@@ -105,13 +105,8 @@ def load_tokenizers(cfg: Config, run_dir: Path, train_src: list[str], train_tgt:
                 train_tokenizer(train_tgt, tgt_file, **options)
         src_kept, tgt_kept = kept_files(run_dir)
         if t.drop_unseen and not keeps_parent and not tgt_kept.exists():
-            if cfg.model.share_embeddings:
-                # One matrix serves both sides, so both keep what either side uses.
-                kept = seen_pieces(Tokenizer(src_file), train_src, train_tgt)
-                src_list, tgt_list = kept, kept
-            else:
-                src_list = seen_pieces(Tokenizer(src_file), train_src)
-                tgt_list = seen_pieces(Tokenizer(tgt_file), train_tgt)
+            src_list, tgt_list = side_lists(Tokenizer(src_file), Tokenizer(tgt_file), train_src, train_tgt,
+                                            shared=cfg.model.share_embeddings)
             write_kept(src_kept, src_list)
             write_kept(tgt_kept, tgt_list)
             log.info("tokenizer.drop_unseen: keeping %d source / %d target pieces seen in the training data",
