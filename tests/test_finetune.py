@@ -106,18 +106,23 @@ def test_transfer_copies_rows_of_shared_pieces_and_keeps_new_rows_fresh(trained_
     assert parent.maps["target"][0].numel() == len(shared)
 
 
-def test_keep_starts_with_the_parents_outputs(trained_run, synthetic_dir, tmp_path):
-    raw = child_dict(synthetic_dir, trained_run, tgt="tgt", finetune={"vocabulary": "keep"})
-    cfg = load_child(raw, tmp_path)
-    _, model, _, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
-    assert (tmp_path / "child" / "spm.joint.model").read_bytes() == (trained_run / "spm.joint.model").read_bytes()
-    parent = Translator.load(trained_run, device="cpu").model
-    src, tgt = read_parallel(synthetic_dir / "valid.src", synthetic_dir / "valid.tgt")
+def assert_same_outputs(model, parent_run: Path, data_dir: Path, src_tok, tgt_tok) -> None:
+    """The child `model` gives exactly the parent run's outputs on validation pairs."""
+    parent = Translator.load(parent_run, device="cpu").model
+    src, tgt = read_parallel(data_dir / "valid.src", data_dir / "valid.tgt")
     batch = make_batch(encode_parallel(src[:16], tgt[:16], src_tok, tgt_tok), list(range(16)))
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(batch.src, batch.src_lengths, batch.tgt_in),
                            parent(batch.src, batch.src_lengths, batch.tgt_in))
+
+
+def test_keep_starts_with_the_parents_outputs(trained_run, synthetic_dir, tmp_path):
+    raw = child_dict(synthetic_dir, trained_run, tgt="tgt", finetune={"vocabulary": "keep"})
+    cfg = load_child(raw, tmp_path)
+    _, model, _, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
+    assert (tmp_path / "child" / "spm.joint.model").read_bytes() == (trained_run / "spm.joint.model").read_bytes()
+    assert_same_outputs(model, trained_run, synthetic_dir, src_tok, tgt_tok)
 
 
 PREFIXES = {"encoder": ("encoder.",), "decoder": ("decoder.",), "embeddings": ("encoder.embed.", "decoder.embed.")}
@@ -311,13 +316,7 @@ def test_keep_from_a_trimmed_parent_copies_its_piece_lists(trimmed_parent, synth
     _, model, _, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
     for name in ("vocab.source.txt", "vocab.target.txt"):
         assert (tmp_path / "child" / name).read_text() == (trimmed_parent / name).read_text()
-    parent = Translator.load(trimmed_parent, device="cpu").model
-    src, tgt = read_parallel(synthetic_dir / "valid.src", synthetic_dir / "valid.tgt")
-    batch = make_batch(encode_parallel(src[:16], tgt[:16], src_tok, tgt_tok), list(range(16)))
-    model.eval()
-    with torch.no_grad():
-        assert torch.equal(model(batch.src, batch.src_lengths, batch.tgt_in),
-                           parent(batch.src, batch.src_lengths, batch.tgt_in))
+    assert_same_outputs(model, trimmed_parent, synthetic_dir, src_tok, tgt_tok)
 
 
 def test_transfer_from_a_trimmed_parent_matches_rows_by_piece(trimmed_parent, new_lang_dir, tmp_path):
