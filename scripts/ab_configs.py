@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 
-from update_loop import add_arguments, setup, update  # noqa: E402  (scripts/ is on sys.path)
+from update_loop import add_arguments, alternate, setup, update  # noqa: E402  (scripts/ is on sys.path)
 
 from seq2seq.trainer import build_optimizer  # noqa: E402
 
@@ -49,17 +48,9 @@ def main() -> int:
 
     for name in variants:
         run(name)  # first-call costs out of the rounds
-    rates: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.rounds):
-        for name in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-            rates[name].append(run(name))
-        print(f"round {r + 1}: config {rates['config'][-1]:,.0f} tok/s, "
-              f"overridden {rates['overridden'][-1]:,.0f} tok/s", flush=True)
-    ratios = [a / b for a, b in zip(rates["config"], rates["overridden"])]
-    print(f"median: config {statistics.median(rates['config']):,.0f} tok/s, overridden "
-          f"{statistics.median(rates['overridden']):,.0f} tok/s ({' '.join(args.overrides)}), ratio "
-          f"{statistics.median(ratios):.3f} ({args.batches} batches x {args.rounds} rounds, {args.threads} threads, "
-          f"EOS included)")
+    ratio = alternate(run, "config", "overridden", rounds=args.rounds)
+    print(f" ({' '.join(args.overrides)}), ratio {ratio:.3f} ({args.batches} batches x {args.rounds} rounds, "
+          f"{args.threads} threads, EOS included)")
     return 0
 
 

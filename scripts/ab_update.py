@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-from update_loop import add_arguments, setup, update  # noqa: E402  (scripts/ is on sys.path)
+from update_loop import add_arguments, alternate, setup, update  # noqa: E402  (scripts/ is on sys.path)
 
 from seq2seq import update as update_module  # noqa: E402
 from seq2seq.tokenizer import PAD  # noqa: E402
@@ -68,17 +67,10 @@ def main() -> int:
     start = copy.deepcopy(model.state_dict())
     run("current", model, start, batches[:2], cfg)  # first-call costs out of the rounds
     run("reference", model, start, batches[:2], cfg)
-    rates: dict[str, list[float]] = {"current": [], "reference": []}
-    for r in range(args.rounds):
-        order = ("current", "reference") if r % 2 == 0 else ("reference", "current")
-        for variant in order:
-            rates[variant].append(run(variant, model, start, batches, cfg))
-        print(f"round {r + 1}: current {rates['current'][-1]:,.0f} tok/s, "
-              f"reference {rates['reference'][-1]:,.0f} tok/s", flush=True)
-    ratios = [c / ref for c, ref in zip(rates["current"], rates["reference"])]
-    print(f"median: current {statistics.median(rates['current']):,.0f} tok/s, reference "
-          f"{statistics.median(rates['reference']):,.0f} tok/s, ratio {statistics.median(ratios):.3f} "
-          f"({args.batches} batches x {args.rounds} rounds, {args.threads} threads, EOS included)")
+    ratio = alternate(lambda variant: run(variant, model, start, batches, cfg), "current", "reference",
+                         rounds=args.rounds)
+    print(f", ratio {ratio:.3f} ({args.batches} batches x {args.rounds} rounds, {args.threads} threads, "
+          f"EOS included)")
     return 0
 
 

@@ -154,7 +154,7 @@ def window_rates(seconds: list[float], tokens: list[int], size: int) -> list[flo
             for i in range(0, len(seconds) - size + 1, size)]
 
 
-def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.device, peak_gflops: float) -> dict:
+def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.device) -> dict:
     from seq2seq.model import build_model  # noqa: F401  (import cost outside the timing)
     from seq2seq.trainer import train
     from seq2seq.tokenizer import open_tokenizers
@@ -196,7 +196,7 @@ def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.dev
         "window10_tgt_tok_s_incl_eos": statistics.median(window_rates(seconds[steady], tgt_eos[steady], 10)
                                                          or [sum(tgt_eos[steady]) / sum(seconds[steady])]),
         "median_flops_per_step": med(flops), "mflop_per_tgt_token": sum(flops) / sum(tgt) / 1e6,
-        "achieved_gflops": achieved, "mfu": achieved / peak_gflops,
+        "achieved_gflops": achieved,
         "src_vocab": src_vocab, "tgt_vocab": tgt_vocab,
         "step_seconds": [round(x, 5) for x in seconds], **{f"train_{k}": v for k, v in memory.items()},
     }
@@ -371,8 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.model) if args.model else work / "run"
     if not args.no_train:
         log.info("training %d updates in %s ...", args.steps, work / "run")
-        result["training"] = bench_training(cfg, work / "run", warmup=args.warmup, device=device,
-                                            peak_gflops=result["matmul"]["median_gflops"])
+        result["training"] = bench_training(cfg, work / "run", warmup=args.warmup, device=device)
         # This machine's speed drifts within minutes: the peak is measured again after training
         # and the utilisation is taken against the mean of both.
         result["matmul_after_training"] = matmul_peak(device)

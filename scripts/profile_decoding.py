@@ -18,9 +18,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from profile_training import report  # noqa: E402  (scripts/ is on sys.path)
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from update_loop import ROOT  # noqa: E402  (which also puts the checkout on sys.path)
 
 from seq2seq.translator import Translator  # noqa: E402
 

@@ -7,9 +7,10 @@ bookkeeping (accumulation, out-of-memory splitting, logging), so that only the u
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -59,3 +60,18 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batc
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return batch.num_tgt_tokens
+
+
+def alternate(run: Callable[[str], float], first: str, second: str, *, rounds: int) -> float:
+    """`run(name)` for both variants over `rounds` rounds, the order flipped every round (so that
+    machine drift hits both alike), each round and the medians printed; returns the median of
+    the per-round ratios first / second."""
+    rates: dict[str, list[float]] = {first: [], second: []}
+    for r in range(rounds):
+        for name in ((first, second) if r % 2 == 0 else (second, first)):
+            rates[name].append(run(name))
+        print(f"round {r + 1}: {first} {rates[first][-1]:,.0f} tok/s, {second} {rates[second][-1]:,.0f} tok/s",
+              flush=True)
+    print(f"median: {first} {statistics.median(rates[first]):,.0f} tok/s, {second} "
+          f"{statistics.median(rates[second]):,.0f} tok/s", end="")
+    return statistics.median(a / b for a, b in zip(rates[first], rates[second]))
