@@ -78,6 +78,32 @@ def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, max_le
     return results
 
 
+def best_candidates(scores: torch.Tensor, lp: torch.Tensor, count: int, block: int = 64):
+    """The `count` best extensions scores[i, b] + lp[i, b, v] of each sentence i over its beams b
+    and pieces v, best first, as (score, beam, piece), each (n, count).
+
+    Equal to a topk over the (n, beams * vocab) sum, without forming that sum: a candidate
+    among the best `count` lies in a block of `block` pieces whose maximum is among the best
+    `count` block maxima (otherwise `count` blocks would each hold a better candidate). So only
+    the block maxima (one cheap pass) and those blocks' pieces are added and ranked; building
+    and ranking the whole sum was a fifth of int8 beam search."""
+    n, k, vocab = lp.shape
+    whole = vocab - vocab % block
+    maxima = lp[..., :whole].reshape(n, k, whole // block, block).amax(-1)
+    if whole < vocab:  # the last, shorter block
+        maxima = torch.cat([maxima, lp[..., whole:].amax(-1, keepdim=True)], dim=-1)
+    blocks = maxima.size(-1)
+    best_blocks = (scores.unsqueeze(-1) + maxima).view(n, k * blocks).topk(min(count, k * blocks), dim=-1).indices
+    beam = best_blocks // blocks  # (n, m)
+    piece = (best_blocks % blocks).unsqueeze(-1) * block + torch.arange(block, device=lp.device)  # (n, m, block)
+    outside = piece >= vocab  # past the end of the last block
+    piece = piece.clamp(max=vocab - 1)
+    values = lp.reshape(n, k * vocab).gather(1, (beam.unsqueeze(-1) * vocab + piece).view(n, -1)).view(piece.shape)
+    values = (values + scores.gather(1, beam).unsqueeze(-1)).masked_fill(outside, float("-inf"))
+    top, index = values.view(n, -1).topk(count, dim=-1)
+    return top, beam.repeat_interleave(block, dim=1).gather(1, index), piece.view(n, -1).gather(1, index)
+
+
 @torch.no_grad()
 def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_size: int,
                 max_lengths: torch.Tensor, alpha: float = 1.0, nbest: int = 1,
@@ -116,9 +142,7 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
             only_eos = torch.full((vocab,), float("-inf"), device=device)
             only_eos[EOS] = 0.0
             lp = torch.where(forced.view(n, 1, 1), lp + only_eos, lp)
-        cand = (scores.unsqueeze(-1) + lp).view(n, k * vocab)
-        top_scores, top_ids = cand.topk(min(2 * k, k * vocab), dim=-1)  # (n, 2k)
-        parent, token = top_ids // vocab, top_ids % vocab
+        top_scores, parent, token = best_candidates(scores, lp, min(2 * k, k * vocab))  # (n, 2k) each
         is_eos = token == EOS
 
         # EOS among the k best candidates ends a hypothesis.

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from seq2seq.data import pad
-from seq2seq.search import Hypothesis, beam_search, greedy_search, length_penalty, max_output_lengths
+from seq2seq.search import (Hypothesis, beam_search, best_candidates, greedy_search, length_penalty,
+                            max_output_lengths)
 from seq2seq.tokenizer import BOS, EOS, PAD
 from seq2seq.translator import Translator, translate_ids
 
@@ -132,6 +133,23 @@ def test_nbest_scores_are_consistent_and_sorted(alpha):
     tokens = [h.tokens for h in hyps]
     assert [4] in tokens and [5, 5, 5] in tokens
     assert tokens[0] == ([4] if alpha == 0.0 else [5, 5, 5])
+
+
+@pytest.mark.parametrize("vocab,block", [(8000, 64), (5486, 64), (37, 8), (37, 64), (5, 2), (1, 4)])
+def test_best_candidates_equal_a_topk_over_every_extension(vocab, block):
+    torch.manual_seed(vocab)
+    n, k = 6, 4
+    lp = torch.log_softmax(3 * torch.randn(n * k, vocab), dim=-1).view(n, k, vocab)
+    lp[0, :, :vocab // 2] = float("-inf")  # a sentence forced to few pieces
+    scores = torch.randn(n, k)
+    scores[1, 1:] = float("-inf")  # the first step: only one beam is live
+    count = min(2 * k, k * vocab)
+    expected, ids = (scores.unsqueeze(-1) + lp).view(n, k * vocab).topk(count, dim=-1)
+    top, beam, piece = best_candidates(scores, lp, count, block)
+    assert torch.equal(top, expected)
+    live = torch.isfinite(expected)  # which of the equally impossible ones comes first is free
+    assert torch.equal(beam[live], (ids // vocab)[live]) and torch.equal(piece[live], (ids % vocab)[live])
+    assert ((0 <= piece) & (piece < vocab)).all() and ((0 <= beam) & (beam < k)).all()
 
 
 def test_length_penalty_formula():
