@@ -8,10 +8,12 @@ trains three runs of the parent's architecture under the same wall-clock budget
   keep      fine-tuned from PARENT_DIR with the parent's vocabulary (unknown characters allowed)
   scratch   the same config without init_from (fresh weights, vocabulary trained on the new data)
 then translates DATA/test_2016_flickr.en with beam 5 and scores it with sacreBLEU against
-test_2016_flickr.fr. Results go to OUT/results.md and OUT/results.json.
+test_2016_flickr.fr. With several --seeds, every run is repeated with each training seed
+(OUT/seedS/MODE_N). Results go to OUT/results.md (every run, then each fine-tuned mode's gain
+over scratch per seed and on average) and OUT/results.json.
 
     python scripts/finetune_experiment.py runs/multi30k_en_de 20
-    python scripts/finetune_experiment.py runs/multi30k_en_de 20 --sizes 2000 --modes transfer scratch
+    python scripts/finetune_experiment.py runs/multi30k_en_de 4 --sizes 2000 --modes transfer scratch --seeds 1 2 3
 """
 from __future__ import annotations
 
@@ -72,59 +74,87 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "finetune_en_fr.yaml")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000], help="training pairs per run")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="training seeds (default: 1)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="extra config override for every run (repeatable)")
     args = parser.parse_args()
     if args.minutes <= 0:
         parser.error("minutes must be positive")
 
+    train_prefixes = {n: subset(args.data, args.out / "data", n) for n in args.sizes}
     results = []
-    for n in args.sizes:
-        train_prefix = subset(args.data, args.out / "data", n)
-        common = [f"init_from={args.parent}", f"data.train={train_prefix}", f"data.valid={args.data / 'val'}",
-                  f"data.test={args.data / 'test_2016_flickr'}", f"training.max_minutes={args.minutes}",
-                  *args.set]
-        for mode in args.modes:
-            run_dir = args.out / f"{mode}_{n}"
-            sets = list(common)
-            if mode == "keep":
-                # Characters the parent's tokenizer lacks become unknown: part of what keep costs.
-                sets += ["finetune.vocabulary=keep", "finetune.max_unknown_chars=1000"]
-            elif mode == "transfer":
-                sets += ["finetune.vocabulary=transfer"]
-            # Resolve the config here (architecture inherited from the parent) so that scratch
-            # trains exactly the same model and settings, only without the parent.
-            cfg = load_config(args.config, sets)
-            if mode == "scratch":
-                cfg = dataclasses.replace(cfg, init_from=None, finetune=FinetuneConfig())
-            config_file = args.out / f"{mode}_{n}.yaml"
-            config_file.write_text(dump_yaml(cfg), encoding="utf-8")
-            if not (run_dir / "best.pt").exists():
-                run("train", "--config", str(config_file), "--run-dir", str(run_dir), "--quiet")
-            hyp = run_dir / "test_2016_flickr.hyp.fr"
-            run("translate", "--model", str(run_dir), "--input", str(args.data / "test_2016_flickr.en"),
-                "--output", str(hyp), "--beam-size", "5")
-            hyps, _ = read_lines(hyp)
-            refs, _ = read_lines(args.data / "test_2016_flickr.fr")
-            scores = score_all(hyps, refs)
-            results.append({"pairs": n, "mode": mode, **run_summary(run_dir), "test_bleu": round(scores["bleu"], 2),
-                            "test_chrf": round(scores["chrf"], 2), "bleu_signature": scores["bleu_signature"]})
-            print(json.dumps(results[-1]), flush=True)
-            write_results(args, results)
+    for seed in args.seeds:
+        for n in args.sizes:
+            for mode in args.modes:
+                results.append(one_run(args, seed, n, mode, train_prefixes[n]))
+                print(json.dumps(results[-1]), flush=True)
+                write_results(args, results)
     return 0
+
+
+def one_run(args, seed: int, n: int, mode: str, train_prefix: Path) -> dict:
+    """Train (unless OUT/seedS/MODE_N already holds a best.pt) and score one run."""
+    out = args.out / f"seed{seed}"
+    run_dir = out / f"{mode}_{n}"
+    sets = [f"init_from={args.parent}", f"data.train={train_prefix}", f"data.valid={args.data / 'val'}",
+            f"data.test={args.data / 'test_2016_flickr'}", f"training.max_minutes={args.minutes}",
+            *args.set, f"training.seed={seed}"]
+    if mode == "keep":
+        # Characters the parent's tokenizer lacks become unknown: part of what keep costs.
+        sets += ["finetune.vocabulary=keep", "finetune.max_unknown_chars=1000"]
+    elif mode == "transfer":
+        sets += ["finetune.vocabulary=transfer"]
+    # Resolve the config here (architecture inherited from the parent) so that scratch
+    # trains exactly the same model and settings, only without the parent.
+    cfg = load_config(args.config, sets)
+    if mode == "scratch":
+        cfg = dataclasses.replace(cfg, init_from=None, finetune=FinetuneConfig())
+    out.mkdir(parents=True, exist_ok=True)
+    config_file = out / f"{mode}_{n}.yaml"
+    config_file.write_text(dump_yaml(cfg), encoding="utf-8")
+    if not (run_dir / "best.pt").exists():
+        run("train", "--config", str(config_file), "--run-dir", str(run_dir), "--quiet")
+    hyp = run_dir / "test_2016_flickr.hyp.fr"
+    run("translate", "--model", str(run_dir), "--input", str(args.data / "test_2016_flickr.en"),
+        "--output", str(hyp), "--beam-size", "5")
+    hyps, _ = read_lines(hyp)
+    refs, _ = read_lines(args.data / "test_2016_flickr.fr")
+    scores = score_all(hyps, refs)
+    return {"seed": seed, "pairs": n, "mode": mode, **run_summary(run_dir), "test_bleu": round(scores["bleu"], 2),
+            "test_chrf": round(scores["chrf"], 2), "bleu_signature": scores["bleu_signature"]}
+
+
+def gains(results: list[dict]) -> dict:
+    """{(pairs, mode): {seed: test BLEU minus scratch's of the same seed and size}} for the
+    fine-tuned modes whose scratch run is done."""
+    scratch = {(r["seed"], r["pairs"]): r["test_bleu"] for r in results if r["mode"] == "scratch"}
+    table: dict = {}
+    for r in results:
+        if r["mode"] != "scratch" and (r["seed"], r["pairs"]) in scratch:
+            table.setdefault((r["pairs"], r["mode"]), {})[r["seed"]] = round(
+                r["test_bleu"] - scratch[r["seed"], r["pairs"]], 2)
+    return table
 
 
 def write_results(args, results: list[dict]) -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     lines = [f"English->French on Multi30k test_2016_flickr, beam 5; parent {args.parent}; "
              f"{args.minutes:g} minutes of training per run (validation not counted).", "",
-             "| pairs | start | steps | train min | best valid BLEU | test BLEU | test chrF "
+             "| seed | pairs | start | steps | train min | best valid BLEU | test BLEU | test chrF "
              "| pieces carried (src, tgt) |",
-             "|---:|---|---:|---:|---:|---:|---:|---|"]
+             "|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
         carried = ", ".join(r["carried"].get(s, "-") for s in ("source", "target")) if r["carried"] else "-"
-        lines.append(f"| {r['pairs']} | {r['mode']} | {r['steps']} | {r['train_minutes']} | "
+        lines.append(f"| {r['seed']} | {r['pairs']} | {r['mode']} | {r['steps']} | {r['train_minutes']} | "
                      f"{r['best_valid_bleu']:.2f} | {r['test_bleu']:.2f} | {r['test_chrf']:.2f} | {carried} |")
+    table = gains(results)
+    if table:
+        lines += ["", "Gain over scratch (test BLEU, same seed and pairs):", "",
+                  "| pairs | start | per seed | mean |", "|---:|---|---|---:|"]
+        for (n, mode), by_seed in sorted(table.items()):
+            per_seed = ", ".join(f"{seed}: {g:+.2f}" for seed, g in sorted(by_seed.items()))
+            mean = sum(by_seed.values()) / len(by_seed)
+            lines.append(f"| {n} | {mode} | {per_seed} | **{mean:+.2f}** |")
     lines += ["", f"sacreBLEU: {results[-1]['bleu_signature']}"]
     (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -101,7 +101,7 @@ def best_candidates(scores: torch.Tensor, lp: torch.Tensor, count: int, block: i
     values = lp.reshape(n, k * vocab).gather(1, (beam.unsqueeze(-1) * vocab + piece).view(n, -1)).view(piece.shape)
     values = (values + scores.gather(1, beam).unsqueeze(-1)).masked_fill(outside, float("-inf"))
     top, index = values.view(n, -1).topk(count, dim=-1)
-    return top, beam.repeat_interleave(block, dim=1).gather(1, index), piece.view(n, -1).gather(1, index)
+    return top, beam.gather(1, index // block), piece.view(n, -1).gather(1, index)
 
 
 @torch.no_grad()
