@@ -2,11 +2,12 @@
 """Fine-tuning versus training from scratch on small English->French data.
 
 For each training size (default: the first 2,000 and 5,000 pairs of DATA/train.{en,fr}) it
-trains three runs of the parent's architecture under the same wall-clock budget
+trains one run per mode of the parent's architecture under the same wall-clock budget
 (training.max_minutes; validation time is not counted):
-  transfer  fine-tuned from PARENT_DIR with a new vocabulary (configs/finetune_en_fr.yaml)
-  keep      fine-tuned from PARENT_DIR with the parent's vocabulary (unknown characters allowed)
-  scratch   the same config without init_from (fresh weights, vocabulary trained on the new data)
+  transfer     fine-tuned from PARENT_DIR with a new vocabulary (configs/finetune_en_fr.yaml)
+  keep         fine-tuned from PARENT_DIR with the parent's vocabulary (unknown characters allowed)
+  keep_source  fine-tuned from PARENT_DIR; English keeps the parent's tokenizer, French is transferred
+  scratch      the same config without init_from (fresh weights, vocabulary trained on the new data)
 then translates DATA/test_2016_flickr.en with beam 5 and scores it with sacreBLEU against
 test_2016_flickr.fr. With several --seeds, every run is repeated with each training seed
 (OUT/seedS/MODE_N). Results go to OUT/results.md (every run, then each fine-tuned mode's gain
@@ -33,7 +34,7 @@ from seq2seq.config import FinetuneConfig, dump_yaml, load_config  # noqa: E402
 from seq2seq.data import read_lines  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402
 
-MODES = ("transfer", "keep", "scratch")
+MODES = ("transfer", "keep", "keep_source", "scratch")
 
 
 def run(*args: str) -> None:
@@ -102,8 +103,8 @@ def one_run(args, seed: int, n: int, mode: str, train_prefix: Path) -> dict:
     if mode == "keep":
         # Characters the parent's tokenizer lacks become unknown: part of what keep costs.
         sets += ["finetune.vocabulary=keep", "finetune.max_unknown_chars=1000"]
-    elif mode == "transfer":
-        sets += ["finetune.vocabulary=transfer"]
+    elif mode in ("transfer", "keep_source"):
+        sets += [f"finetune.vocabulary={mode}"]
     # Resolve the config here (architecture inherited from the parent) so that scratch
     # trains exactly the same model and settings, only without the parent.
     cfg = load_config(args.config, sets)

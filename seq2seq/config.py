@@ -148,9 +148,11 @@ FreezablePart = Literal["embeddings", "encoder", "decoder"]
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    vocabulary: Literal["keep", "transfer"] = _opt(
+    vocabulary: Literal["keep", "transfer", "keep_source", "keep_target"] = _opt(
         "transfer", "keep: reuse the parent's tokenizers and embeddings; transfer: train new SentencePiece "
-        "models on the new data and copy the parent's rows for pieces found in both vocabularies")
+        "models on the new data and copy the parent's rows for pieces found in both vocabularies; "
+        "keep_source / keep_target: keep the parent's tokenizer and rows on that side (the language the "
+        "new pair shares with the parent) and transfer the other side (each side gets its own tokenizer)")
     transfer_joint_with_parent: bool = _opt(
         False, "transfer: train the new SentencePiece models on the new data plus an equally large sample of "
         "the parent's training data (more pieces carry over; the parent's data files must exist)")
@@ -158,8 +160,8 @@ class FinetuneConfig:
         None, "transfer_joint_with_parent: how many of the parent's pairs join the new data (null: as many "
         "as the new data has); more make the new vocabulary closer to the parent's", min=1)
     max_unknown_chars: int = _opt(
-        0, "keep: stop when more distinct characters of the new data than this are unknown to the parent's "
-        "tokenizer", min=0)
+        0, "keep, keep_source, keep_target: stop when more distinct characters of the new data than this "
+        "are unknown to the parent's tokenizer of a kept side", min=0)
     checkpoint: str = _opt("best.pt", "checkpoint file inside the parent run whose weights start this run")
     reset_optimizer: bool = _opt(True, "fresh optimizer state (false: continue the parent's, from its last.pt)")
     reset_schedule: bool = _opt(True, "start at training.lr with a fresh schedule (false: continue the parent's "
@@ -311,6 +313,9 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError("data.tgt_lang: must differ from data.src_lang")
     if cfg.init_from is None and cfg.finetune.freeze:
         raise ConfigError("finetune.freeze: needs init_from (freezing untrained weights would keep them random)")
+    if cfg.finetune.vocabulary in ("keep_source", "keep_target") and cfg.tokenizer.joint:
+        raise ConfigError(f"tokenizer.joint: finetune.vocabulary: {cfg.finetune.vocabulary} gives each side its "
+                          f"own tokenizer; set joint: false (or leave the tokenizer section out)")
     if cfg.finetune.transfer_parent_pairs is not None and not cfg.finetune.transfer_joint_with_parent:
         raise ConfigError("finetune.transfer_parent_pairs: only used with finetune.transfer_joint_with_parent: true")
 

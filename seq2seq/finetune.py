@@ -7,6 +7,10 @@
   side: the encoder against the parent's source vocabulary, the decoder against its target
   vocabulary) are copied from the parent, the other rows keep their fresh initialisation, and
   every other weight (RNNs, attention, bridge) is the parent's.
+- vocabulary `keep_source` / `keep_target`: the side the new pair shares with the parent (en
+  for en->de to en->fr) keeps the parent's SentencePiece model, so its text is cut into pieces
+  exactly as the parent's was and every row carries over; the other side is transferred. The
+  two sides then need tokenizers of their own (tokenizer.joint: false).
 
 `inherit_from_parent` fills a config's model section from the parent (called by load_config);
 `prepare` runs before the trainer loads tokenizers, and the returned Parent initialises the
@@ -38,6 +42,10 @@ FREE_MODEL_KEYS = {"encoder.dropout", "decoder.dropout", "init", "rnn_init"}
 # Weights whose rows follow a vocabulary, and which side's vocabulary.
 VOCAB_ROWS = {"encoder.embed.weight": "source", "decoder.embed.weight": "target",
               "decoder.output.weight": "target", "decoder.output.bias": "target"}
+
+# The sides whose tokenizer each finetune.vocabulary takes from the parent.
+KEPT_SIDES = {"keep": ("source", "target"), "transfer": (), "keep_source": ("source",),
+              "keep_target": ("target",)}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -89,6 +97,10 @@ def inherit_from_parent(raw: dict) -> dict:
     path = parent_checkpoint(run_dir, checkpoint if isinstance(checkpoint, str) else "best.pt")
     parent = to_dict(_parent_config(path, load_checkpoint(path)["config"]))
     out = dict(raw)
+    vocabulary = ft.get("vocabulary")
+    if vocabulary in ("keep_source", "keep_target"):
+        out["tokenizer"] = _own_tokenizer_per_side(raw.get("tokenizer"), parent, vocabulary, run_dir)
+        raw = out
     for section in ("model", "tokenizer"):
         given = raw.get(section)
         if given is None:
@@ -105,6 +117,23 @@ def inherit_from_parent(raw: dict) -> dict:
                                   f"{'; '.join(differ)}. Leave them out to inherit the parent's values")
         out[section] = deep_merge(parent[section], given)
     return out
+
+
+def _own_tokenizer_per_side(given: Any, parent: dict, vocabulary: str, run_dir: Path) -> Any:
+    """The tokenizer section for keep_source / keep_target: one side keeps the parent's model and
+    the other gets a new one, so the run cannot have a joint tokenizer."""
+    if parent["model"].get("share_embeddings"):
+        raise ConfigError(f"finetune.vocabulary: {vocabulary} gives each side its own vocabulary, but the parent "
+                          f"run {run_dir} shares one embedding matrix between them (model.share_embeddings); "
+                          f"use transfer or keep")
+    if given is None:
+        return {"joint": False}
+    if isinstance(given, dict):
+        if given.get("joint", False) is not False:
+            raise ConfigError(f"tokenizer.joint: finetune.vocabulary: {vocabulary} gives each side its own "
+                              f"tokenizer; set joint: false or leave it out")
+        return {**given, "joint": False}
+    return given  # the validator reports the wrong type
 
 
 def check_architecture(cfg: Config, parent_cfg: Config, run_dir: Path) -> None:
@@ -315,6 +344,10 @@ def _train_transfer_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train
                                train_tgt: list[str]) -> None:
     d, t, ft = cfg.data, cfg.tokenizer, cfg.finetune
     src_file, tgt_file = tokenizer_files(run_dir, t.joint, d.src_lang, d.tgt_lang)
+    # keep_source / keep_target: that side's model is the parent's, byte for byte.
+    for side, tok, file in (("source", parent.src_tok, src_file), ("target", parent.tgt_tok, tgt_file)):
+        if side in KEPT_SIDES[ft.vocabulary] and not file.exists():
+            shutil.copyfile(tok.path, file)
     src_text, tgt_text = list(train_src), list(train_tgt)
     if ft.transfer_joint_with_parent:
         # Each side learns from the parent's same side: that is the vocabulary its rows come from.
@@ -340,28 +373,33 @@ def _train_transfer_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train
         train_tokenizer(tgt_text, tgt_file, **options)
 
 
-def _keep_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train_src: list[str],
-                     train_tgt: list[str]) -> None:
-    d, ft = cfg.data, cfg.finetune
-    if cfg.tokenizer.joint != parent.config.tokenizer.joint:
-        raise ConfigError(f"tokenizer.joint: finetune.vocabulary: keep uses the parent's tokenizer, which has "
-                          f"joint: {str(parent.config.tokenizer.joint).lower()}")
-    for side, tok, lines in (("source", parent.src_tok, train_src), ("target", parent.tgt_tok, train_tgt)):
-        unknown = unknown_characters(tok, lines)
-        if len(unknown) > ft.max_unknown_chars:
-            raise ConfigError(
-                f"finetune.vocabulary: keep: {len(unknown)} distinct characters of the new {side} data are "
-                f"unknown to the parent's tokenizer ({''.join(unknown[:20])}{'...' if len(unknown) > 20 else ''}); "
-                f"use finetune.vocabulary: transfer (or raise finetune.max_unknown_chars to accept them)")
-        if unknown:
-            log.warning("%d distinct characters of the new %s data are unknown to the parent's tokenizer: %s",
-                        len(unknown), side, "".join(unknown))
-    if d.src_prefix_tag:
-        tok = parent.src_tok
-        missing = [tag for tag in tags_in(train_src) if tag not in tok.pieces(tok.encode(tag))]
+def _check_kept_side(cfg: Config, side: str, tok: Tokenizer, lines: list[str]) -> None:
+    """The new data of a side that keeps the parent's tokenizer must be (nearly) covered by it."""
+    ft = cfg.finetune
+    unknown = unknown_characters(tok, lines)
+    if len(unknown) > ft.max_unknown_chars:
+        raise ConfigError(
+            f"finetune.vocabulary: {ft.vocabulary}: {len(unknown)} distinct characters of the new {side} data are "
+            f"unknown to the parent's tokenizer ({''.join(unknown[:20])}{'...' if len(unknown) > 20 else ''}); "
+            f"use finetune.vocabulary: transfer (or raise finetune.max_unknown_chars to accept them)")
+    if unknown:
+        log.warning("%d distinct characters of the new %s data are unknown to the parent's tokenizer: %s",
+                    len(unknown), side, "".join(unknown))
+    if side == "source" and cfg.data.src_prefix_tag:
+        missing = [tag for tag in tags_in(lines) if tag not in tok.pieces(tok.encode(tag))]
         if missing:
             raise ConfigError(f"data.src_prefix_tag: the parent's tokenizer has no piece for {', '.join(missing)}; "
                               f"use finetune.vocabulary: transfer to add a language")
+
+
+def _keep_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train_src: list[str],
+                     train_tgt: list[str]) -> None:
+    d = cfg.data
+    if cfg.tokenizer.joint != parent.config.tokenizer.joint:
+        raise ConfigError(f"tokenizer.joint: finetune.vocabulary: keep uses the parent's tokenizer, which has "
+                          f"joint: {str(parent.config.tokenizer.joint).lower()}")
+    _check_kept_side(cfg, "source", parent.src_tok, train_src)
+    _check_kept_side(cfg, "target", parent.tgt_tok, train_tgt)
     src_file, tgt_file = tokenizer_files(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang)
     if dist.is_main():
         shutil.copyfile(parent.src_tok.path, src_file)
@@ -381,10 +419,14 @@ def prepare(cfg: Config, run_dir: str | Path, train_src: list[str], train_tgt: l
     check_architecture(cfg, parent.config, parent.run_dir)
     if cfg.finetune.vocabulary == "keep":
         _keep_tokenizers(cfg, run_dir, parent, train_src, train_tgt)
-    elif dist.is_main():
-        _train_transfer_tokenizers(cfg, run_dir, parent, train_src, train_tgt)
+    else:
+        sides = {"source": (parent.src_tok, train_src), "target": (parent.tgt_tok, train_tgt)}
+        for side in KEPT_SIDES[cfg.finetune.vocabulary]:
+            _check_kept_side(cfg, side, *sides[side])
+        if dist.is_main():
+            _train_transfer_tokenizers(cfg, run_dir, parent, train_src, train_tgt)
     dist.barrier()
-    if cfg.finetune.vocabulary == "transfer" and "embeddings" in cfg.finetune.freeze:
+    if cfg.finetune.vocabulary != "keep" and "embeddings" in cfg.finetune.freeze:
         log.warning("finetune.freeze includes embeddings with vocabulary transfer: rows of new pieces stay "
                     "at their random initialisation")
     return parent

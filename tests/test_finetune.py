@@ -203,6 +203,68 @@ def test_a_directory_that_is_not_a_run_is_named(tmp_path, new_lang_dir):
             load_child(child_dict(new_lang_dir, parent), tmp_path)
 
 
+def encoder_states(model, tok: Tokenizer, sentences: list[str]) -> torch.Tensor:
+    model.eval()
+    ids = [tok.encode(s) for s in sentences]
+    src = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        src[row, :len(seq)] = torch.tensor(seq)
+    with torch.no_grad():
+        return model.encoder(src, torch.tensor([len(seq) for seq in ids])).states
+
+
+def test_keep_source_reads_the_new_data_as_the_parent_and_transfers_the_target(trained_run, new_lang_dir,
+                                                                                tmp_path):
+    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"vocabulary": "keep_source"}), tmp_path)
+    assert not cfg.tokenizer.joint  # inherited from a joint parent, split because the sides now differ
+    parent, model, fresh, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
+    child_dir = tmp_path / "child"
+    assert (child_dir / "spm.src.model").read_bytes() == (trained_run / "spm.joint.model").read_bytes()
+    assert (child_dir / "spm.tg2.model").read_bytes() != (trained_run / "spm.joint.model").read_bytes()
+    # Every source row is the parent's, so the encoder reads the new data exactly as the parent did.
+    assert parent.maps["source"][0].numel() == len(src_tok) == len(parent.src_tok)
+    weights = model.state_dict()
+    assert torch.equal(weights["encoder.embed.weight"], parent.weights["encoder.embed.weight"])
+    sources = (new_lang_dir / "test.src").read_text().splitlines()[:8]
+    parent_model = Translator.load(trained_run, device="cpu").model
+    assert torch.equal(encoder_states(model, src_tok, sources), encoder_states(parent_model, src_tok, sources))
+    # The target side is transferred: the new letters' pieces start fresh, shared ones are copied.
+    new = [i for i in range(len(tgt_tok)) if parent.tgt_tok.piece_to_id(tgt_tok.id_to_piece(i)) == 1
+           and tgt_tok.id_to_piece(i) != "<unk>"]
+    assert any("w" in tgt_tok.id_to_piece(i) for i in new)
+    for i in new:
+        assert torch.equal(weights["decoder.output.weight"][i], fresh["decoder.output.weight"][i])
+    for child_id, parent_id in zip(*parent.maps["target"]):
+        assert torch.equal(weights["decoder.embed.weight"][child_id], parent.weights["decoder.embed.weight"][parent_id])
+
+
+def test_keep_target_keeps_the_decoders_rows_for_a_new_source_language(trained_run, tmp_path):
+    new_src = write_task(tmp_path / "newsrc", NEW_SRC_LEXICON, src="sr2", tgt="tgt", train=300)
+    cfg = load_child(child_dict(new_src, trained_run, src="sr2", tgt="tgt",
+                                finetune={"vocabulary": "keep_target"}), tmp_path)
+    parent, model, _, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
+    assert (tmp_path / "child" / "spm.tgt.model").read_bytes() == (trained_run / "spm.joint.model").read_bytes()
+    weights = model.state_dict()
+    for name in ("decoder.embed.weight", "decoder.output.weight", "decoder.output.bias"):
+        assert torch.equal(weights[name], parent.weights[name]), name
+    assert 0 < parent.maps["source"][0].numel() < len(src_tok)
+
+
+def test_keep_source_and_keep_target_errors_name_the_problem(trained_run, tmp_path):
+    data = write_task(tmp_path / "data", {"kä": "lo", "lö": "mi"}, src="src", tgt="tg2", train=50)
+    raw = child_dict(data, trained_run, finetune={"vocabulary": "keep_source"})
+    with pytest.raises(ConfigError, match=r"keep_source: 2 distinct characters of the new source data are "
+                                          r"unknown.*äö.*transfer"):
+        train(load_child(raw, tmp_path), tmp_path / "child", quiet=True)
+    raw["tokenizer"] = {"joint": True}
+    with pytest.raises(ConfigError, match="tokenizer.joint: finetune.vocabulary: keep_source gives each side"):
+        load_child(raw, tmp_path)
+    # Without load_config's inheritance, the validator itself refuses the joint tokenizer.
+    bad = {**tiny_config_dict(data, finetune={"vocabulary": "keep_target"}), "init_from": str(trained_run)}
+    with pytest.raises(ConfigError, match="tokenizer.joint: finetune.vocabulary: keep_target"):
+        config_from_dict(bad)
+
+
 def test_keep_refuses_data_with_unknown_characters(trained_run, tmp_path):
     data = write_task(tmp_path / "data", {"ka": "ÄPEL", "lo": "ÜBEL", "mi": "ÖL"}, src="src", tgt="tg2",
                       train=50)
