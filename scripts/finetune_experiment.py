@@ -103,8 +103,9 @@ def one_run(args, seed: int, n: int, mode: str, train_prefix: Path) -> dict:
     if mode == "keep":
         # Characters the parent's tokenizer lacks become unknown: part of what keep costs.
         sets += ["finetune.vocabulary=keep", "finetune.max_unknown_chars=1000"]
-    elif mode in ("transfer", "keep_source"):
-        sets += [f"finetune.vocabulary={mode}"]
+    else:
+        # scratch resolves as transfer does: one joint tokenizer, like the parent's.
+        sets += [f"finetune.vocabulary={'transfer' if mode == 'scratch' else mode}"]
     # Resolve the config here (architecture inherited from the parent) so that scratch
     # trains exactly the same model and settings, only without the parent.
     cfg = load_config(args.config, sets)
