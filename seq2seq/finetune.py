@@ -100,9 +100,8 @@ def inherit_from_parent(raw: dict) -> dict:
     vocabulary = ft.get("vocabulary")
     if vocabulary in ("keep_source", "keep_target"):
         out["tokenizer"] = _own_tokenizer_per_side(raw.get("tokenizer"), parent, vocabulary, run_dir)
-        raw = out
     for section in ("model", "tokenizer"):
-        given = raw.get(section)
+        given = out.get(section)
         if given is None:
             out[section] = parent[section]
             continue
