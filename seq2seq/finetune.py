@@ -426,6 +426,6 @@ def prepare(cfg: Config, run_dir: str | Path, train_src: list[str], train_tgt: l
             _train_transfer_tokenizers(cfg, run_dir, parent, train_src, train_tgt)
     dist.barrier()
     if cfg.finetune.vocabulary != "keep" and "embeddings" in cfg.finetune.freeze:
-        log.warning("finetune.freeze includes embeddings with vocabulary transfer: rows of new pieces stay "
+        log.warning("finetune.freeze includes embeddings with a transferred vocabulary: rows of new pieces stay "
                     "at their random initialisation")
     return parent
