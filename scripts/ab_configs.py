@@ -17,7 +17,7 @@ import time
 
 from update_loop import add_arguments, alternate, setup, update  # noqa: E402  (scripts/ is on sys.path)
 
-from seq2seq.trainer import build_optimizer  # noqa: E402
+from seq2seq.start import build_optimizer  # noqa: E402
 
 
 def main() -> int:

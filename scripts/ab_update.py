@@ -1,9 +1,10 @@
 """Our training update against a plain-PyTorch one, side by side in one process: the same model,
 the same batches, alternating rounds, so that machine noise hits both alike.
 
-  current    seq2seq.update.token_loss (the hand-written label-smoothed cross-entropy) and the
-             optimizer of seq2seq.trainer.build_optimizer (fused Adam)
-  reference  torch's F.cross_entropy and the unfused (per-parameter loop) Adam
+  current    seq2seq.update.update, as the trainer calls it: the hand-written label-smoothed
+             cross-entropy and the optimizer of seq2seq.start.build_optimizer (fused Adam)
+  reference  the same update in plain PyTorch: F.cross_entropy and the unfused (per-parameter
+             loop) Adam
 
     python scripts/ab_update.py --config configs/bench_peer_lstm.yaml \
         --tokenizer runs/multi30k_en_de/spm.joint.model --batches 16 --rounds 3
@@ -23,16 +24,21 @@ import torch.nn.functional as F
 
 from update_loop import add_arguments, alternate, setup, update  # noqa: E402  (scripts/ is on sys.path)
 
-from seq2seq import update as update_module  # noqa: E402
+from seq2seq.start import build_optimizer  # noqa: E402
 from seq2seq.tokenizer import PAD  # noqa: E402
-from seq2seq.trainer import build_optimizer  # noqa: E402
-
-OURS = update_module.token_loss
 
 
-def torch_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=PAD,
-                           reduction="sum", label_smoothing=label_smoothing)
+def reference_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch, cfg) -> int:
+    """The update written in plain PyTorch; returns its target tokens (EOS included)."""
+    t = cfg.training
+    logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1), ignore_index=PAD,
+                           reduction="sum", label_smoothing=t.label_smoothing)
+    (loss / batch.num_tgt_tokens).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return batch.num_tgt_tokens
 
 
 def run(variant: str, model: torch.nn.Module, start: dict, batches: list, cfg) -> float:
@@ -40,16 +46,15 @@ def run(variant: str, model: torch.nn.Module, start: dict, batches: list, cfg) -
     model.load_state_dict(start)
     t = cfg.training
     if variant == "reference":
-        update_module.token_loss = torch_loss
+        step = reference_update
         optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(t.betas),
                                      weight_decay=t.weight_decay, foreach=False, fused=False)
     else:
-        update_module.token_loss = OURS
+        step = update
         optimizer = build_optimizer(model, cfg)
     tokens, begin = 0, time.perf_counter()
     for batch in batches:
-        tokens += update(model, optimizer, batch, cfg)
-    update_module.token_loss = OURS
+        tokens += step(model, optimizer, batch, cfg)
     return tokens / (time.perf_counter() - begin)
 
 

@@ -4,7 +4,8 @@
 Measures, in one process and with the thread count stated:
   - training: target tokens/s (EOS excluded, as the peers' table; and included, as their logs),
     source+target tokens/s, median over the steps after warm-up, from a run trained from scratch
-    for --steps updates through seq2seq.trainer.train (per-update times come from its on_step hook);
+    for --steps updates, each timed: seq2seq.start.begin builds the run as `seq2seq train` does,
+    and every update is seq2seq.update.update, the function the trainer calls;
   - FLOPs per update counted from the layer sizes and the batch's lengths, and the model FLOP
     utilisation against the float32 matmul peak measured with torch.mm in the same run;
   - peak memory: resident set (VmHWM, reset before each phase) on CPU, max_memory_allocated on GPU;
@@ -155,27 +156,44 @@ def window_rates(seconds: list[float], tokens: list[int], size: int) -> list[flo
 
 
 def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.device) -> dict:
-    from seq2seq.model import build_model  # noqa: F401  (import cost outside the timing)
-    from seq2seq.trainer import train
-    from seq2seq.tokenizer import open_tokenizers
+    from seq2seq.data import epoch_batches, iterate_batches
+    from seq2seq.start import begin
+    from seq2seq.trainer import TrainLog, update_groups, validate_and_save
+    from seq2seq.update import update
 
     records: list[dict] = []
-
-    def on_step(step, seconds, batches):
-        src_lens = [int(n) for b in batches for n in b.src_lengths]
-        tgt_lens = [int(n) for b in batches for n in (b.tgt_out != PAD).sum(1)]
-        records.append({"seconds": seconds, "src_lens": src_lens, "tgt_lens": tgt_lens})
-
     reset_peak_memory(device)
     t0, cpu = time.perf_counter(), time.process_time()
-    train(cfg, run_dir, quiet=True, on_step=on_step)
+    s = begin(cfg, run_dir, quiet=True)  # tokenizers, data and model, as `seq2seq train` builds them
+    t = cfg.training
+    # Each update's time runs from the end of the one before, as the trainer counts training
+    # time: cutting and padding the batches is part of it.
+    clock = time.perf_counter()
+    while len(records) < t.max_steps:
+        batches = epoch_batches(s.train_data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=t.seed,
+                                epoch=s.progress.epoch)
+        for group in update_groups(iterate_batches(s.train_data, batches), t.accum_steps):
+            update(s.train_model, s.optimizer, [b.to(s.device) for b in group], clip_norm=t.clip_norm,
+                   label_smoothing=t.label_smoothing, loss_normalization=t.loss_normalization,
+                   accum_steps=t.accum_steps)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            records.append({"seconds": now - clock,
+                            "src_lens": [int(n) for b in group for n in b.src_lengths],
+                            "tgt_lens": [int(n) for b in group for n in (b.tgt_out != PAD).sum(1)]})
+            clock = time.perf_counter()  # the bookkeeping above is the benchmark's, not training's
+            s.progress.step += 1
+            if len(records) == t.max_steps:
+                break
+        s.progress.epoch += 1
+    validate_and_save(s, TrainLog(s))  # best.pt, which the decoding phases read
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
     memory = peak_memory(device)
     if len(records) <= warmup:
         raise SystemExit(f"--steps must exceed --warmup ({warmup}); got {len(records)} updates")
 
-    src_tok, tgt_tok = open_tokenizers(run_dir, cfg.tokenizer.joint, cfg.data.src_lang, cfg.data.tgt_lang)
-    src_vocab, tgt_vocab = len(src_tok), len(tgt_tok)
+    src_vocab, tgt_vocab = len(s.src_tok), len(s.tgt_tok)
     seconds = [r["seconds"] for r in records]
     tgt_eos = [sum(r["tgt_lens"]) for r in records]
     tgt = [sum(r["tgt_lens"]) - len(r["tgt_lens"]) for r in records]
@@ -224,7 +242,7 @@ def bench_decoding(run_dir: Path, sources: list[str], refs: list[str], *, beam: 
 
 
 def bench_ddp(cfg: Config, run_dir: Path, tokenizer_from: Path, *, nproc: int, threads: int, warmup: int) -> dict:
-    """Throughput of `nproc` CPU processes under torchrun (gloo), from rank 0's log lines."""
+    """Throughput of `nproc` CPU processes under torchrun (gloo), from rank 0's train.jsonl."""
     from dataclasses import replace
     per_rank = max(1, threads // nproc)
     log_every = 10
@@ -244,9 +262,8 @@ def bench_ddp(cfg: Config, run_dir: Path, tokenizer_from: Path, *, nproc: int, t
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"torchrun failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    lines = re.findall(r"step (\d+) epoch \d+: loss [0-9.]+, lr \S+, (\d+) target tok/s",
-                       (run_dir / "train.log").read_text())
-    rates = [float(r) for s, r in lines if int(s) > warmup]
+    records = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    rates = [r["tokens_per_second"] for r in records if r["step"] > warmup]
     return {"nproc": nproc, "threads_per_process": per_rank, "steps": cfg.training.max_steps,
             "sentences_per_step": nproc * (cfg.training.batch_size or 0), "train_call_s": wall,
             "window10_tgt_tok_s_incl_eos": statistics.median(rates) if rates else None,

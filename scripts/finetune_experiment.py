@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seq2seq.config import FinetuneConfig, dump_yaml, load_config  # noqa: E402
+from seq2seq.config import FinetuneConfig, dump_yaml  # noqa: E402
 from seq2seq.data import read_lines  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402
+from seq2seq.start import load_run_config  # noqa: E402
 
 MODES = ("transfer", "keep", "keep_source", "scratch")
 
@@ -58,9 +58,9 @@ def subset(data: Path, out: Path, n: int) -> Path:
 
 def run_summary(run_dir: Path) -> dict:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    log = (run_dir / "train.log").read_text(encoding="utf-8")
-    carried = {side: f"{a}/{b}" for side, a, b in
-               re.findall(r"(source|target) side: (\d+) of (\d+) pieces carried over", log)}
+    finetune = run_dir / "finetune.json"  # written by a fine-tuned run only
+    carried = {side: f"{n}/{size}" for side, (n, size, _) in
+               json.loads(finetune.read_text())["pieces_carried_over"].items()} if finetune.exists() else {}
     return {"steps": records[-1]["step"], "train_minutes": round(records[-1]["elapsed"] / 60, 1),
             "best_valid_bleu": max(r["bleu"] for r in records), "carried": carried}
 
@@ -108,7 +108,7 @@ def one_run(args, seed: int, n: int, mode: str, train_prefix: Path) -> dict:
         sets += [f"finetune.vocabulary={'transfer' if mode == 'scratch' else mode}"]
     # Resolve the config here (architecture inherited from the parent) so that scratch
     # trains exactly the same model and settings, only without the parent.
-    cfg = load_config(args.config, sets)
+    cfg = load_run_config(args.config, sets)
     if mode == "scratch":
         cfg = dataclasses.replace(cfg, init_from=None, finetune=FinetuneConfig())
     out.mkdir(parents=True, exist_ok=True)

@@ -18,27 +18,46 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+
+# A toy task: each source word has one target word, and the order is reversed.
+LEXICON = {"ka": "ALPHA", "lo": "BETA", "mi": "GAMMA", "nu": "DELTA", "pe": "EPS", "ri": "ZETA",
+           "su": "ETA", "ta": "THETA", "vo": "IOTA", "ze": "KAPPA"}
+
+
+def source_line(rng: random.Random) -> str:
+    return " ".join(rng.choice(list(LEXICON)) for _ in range(rng.randint(2, 7)))
 
 
 def build_model(work: Path) -> Path:
-    """A tiny model trained briefly on the synthetic task (quality does not matter here)."""
-    from conftest import tiny_config_dict, write_synthetic
+    """A tiny model trained briefly on the toy task (quality does not matter here)."""
     from seq2seq.config import config_from_dict
     from seq2seq.trainer import train
-    data = write_synthetic(work / "data", train=1000, valid=20, test=20)
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for split, n in (("train", 1000), ("valid", 20)):
+        sources = [source_line(rng) for _ in range(n)]
+        (data / f"{split}.src").write_text("".join(s + "\n" for s in sources), encoding="utf-8")
+        (data / f"{split}.tgt").write_text("".join(" ".join(LEXICON[w] for w in reversed(s.split())) + "\n"
+                                                   for s in sources), encoding="utf-8")
+    raw = {"data": {"src_lang": "src", "tgt_lang": "tgt", "train": str(data / "train"), "valid": str(data / "valid"),
+                    "test": None, "max_src_len": 20, "max_tgt_len": 20},
+           "tokenizer": {"vocab_size": 64},
+           "model": {"encoder": {"cell": "gru", "emb_size": 32, "hidden_size": 32, "dropout": 0.0},
+                     "decoder": {"cell": "gru", "emb_size": 32, "hidden_size": 64, "dropout": 0.0}},
+           "training": {"device": "cpu", "lr": 0.005, "max_steps": 150, "num_threads": 1, "valid_every": 10_000,
+                        "patience": None},
+           "decoding": {"batch_size": 50}}
     run_dir = work / "run"
-    train(config_from_dict(tiny_config_dict(data, training={"max_steps": 150, "num_threads": 1})), run_dir,
-          quiet=True)
+    train(config_from_dict(raw), run_dir, quiet=True)
     return run_dir
 
 
 def write_input(path: Path, n: int) -> None:
-    from conftest import synthetic_pair
     rng = random.Random(n)
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(n):
-            f.write(synthetic_pair(rng)[0] + "\n")
+            f.write(source_line(rng) + "\n")
 
 
 def child(run_dir: str, input_path: str) -> None:

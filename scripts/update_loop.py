@@ -1,8 +1,6 @@
-"""What scripts/profile_training.py and scripts/ab_update.py share: a config's model on Multi30k
-en->de batches, and one plain training update. Not a script of its own.
-
-The update is the trainer's core (forward and backward, clipping, optimizer step) without its
-bookkeeping (accumulation, out-of-memory splitting, logging), so that only the update is timed.
+"""What scripts/profile_training.py, ab_update.py and ab_configs.py share: a config's model on
+Multi30k en->de batches, and one training update through seq2seq.update.update, the function
+the trainer calls. Not a script of its own.
 """
 from __future__ import annotations
 
@@ -17,11 +15,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seq2seq import update as update_module  # noqa: E402
 from seq2seq.config import Config, load_config  # noqa: E402
 from seq2seq.data import Batch, encode_parallel, epoch_batches, iterate_batches, read_parallel  # noqa: E402
 from seq2seq.model import build_model  # noqa: E402
 from seq2seq.tokenizer import Tokenizer, side_lists  # noqa: E402
+from seq2seq.update import update as train_update  # noqa: E402
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -53,13 +51,10 @@ def setup(args: argparse.Namespace, overrides: Sequence[str] = ()) -> tuple[Conf
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, cfg: Config) -> int:
-    """One training update on `batch`; returns its target tokens (EOS included)."""
+    """One training update on `batch`, as the trainer makes it; returns its target tokens (EOS included)."""
     t = cfg.training
-    update_module.forward_backward(model, batch, denominator=batch.num_tgt_tokens, label_smoothing=t.label_smoothing)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm or float("inf"))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return batch.num_tgt_tokens
+    return train_update(model, optimizer, [batch], clip_norm=t.clip_norm, label_smoothing=t.label_smoothing,
+                        loss_normalization=t.loss_normalization).tokens
 
 
 def alternate(run: Callable[[str], float], first: str, second: str, *, rounds: int) -> float:

@@ -3,27 +3,16 @@ checkpoint that `translate --checkpoint` loads like any other."""
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import CheckpointError
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-KEPT_PATTERN = re.compile(r"best\.step(\d+)\.pt")
-
-
-def kept_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The best.stepN.pt files the trainer kept (training.keep_best), oldest step first."""
-    found = []
-    for p in Path(run_dir).iterdir():
-        m = KEPT_PATTERN.fullmatch(p.name)
-        if m:
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
 
 
 def average_checkpoints(paths: Sequence[str | Path]) -> dict:
@@ -62,12 +51,13 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
 def average_run(run_dir: str | Path, *, last: int, output: str | Path | None = None) -> tuple[Path, list[Path]]:
     """Average the `last` most recent kept checkpoints of a run into `output` (default
     RUN_DIR/averaged.pt, a relative name is taken inside RUN_DIR). Returns (output, inputs)."""
-    run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
+    run_dir = rd.path
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: not a run directory")
+        raise CheckpointError(f"{run_dir}: is not a run directory (it does not exist or is a file)")
     if last < 1:
         raise CheckpointError(f"--last: must be at least 1, got {last}")
-    kept = kept_checkpoints(run_dir)
+    kept = rd.kept_checkpoints()
     if len(kept) < last:
         raise CheckpointError(f"{run_dir}: asked to average {last} checkpoints but only {len(kept)} "
                               f"best.stepN.pt files are kept (raise training.keep_best to keep more)")

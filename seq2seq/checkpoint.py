@@ -8,12 +8,10 @@ from typing import Any
 
 import torch
 
+from .errors import CheckpointError
+
 FORMAT = "seq2seq-checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
 def atomic_write(path: str | Path, write) -> None:

@@ -8,9 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
-from .config import ConfigError, load_config
-from .data import DataError, read_lines
+from .data import read_lines
+from .errors import CheckpointError, ConfigError, DataError, Interrupted, PlotError, TrainingError
 
 log = logging.getLogger("seq2seq")
 
@@ -34,6 +33,7 @@ def _lines(stream):
 
 
 def cmd_train(args) -> int:
+    from .start import load_run_config
     from .trainer import train
     if args.config is None and not args.resume:
         raise ConfigError("--config: a config file is needed (or --resume with --run-dir)")
@@ -43,7 +43,7 @@ def cmd_train(args) -> int:
         args.run_dir = str(Path("runs") / Path(args.config).stem)
     # Resuming without --config keeps the run's own settings (its stopping limits included).
     base = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
-    cfg = load_config(base, args.set)
+    cfg = load_run_config(base, args.set)
     train(cfg, args.run_dir, resume=args.resume, quiet=args.quiet)
     return 0
 
@@ -174,10 +174,11 @@ def cmd_average(args) -> int:
 
 def cmd_config(args) -> int:
     from .config import defaults_yaml, dump_yaml
+    from .start import load_run_config
     if args.defaults:
         sys.stdout.write(defaults_yaml())
     else:
-        sys.stdout.write(dump_yaml(load_config(args.config, args.set)))
+        sys.stdout.write(dump_yaml(load_run_config(args.config, args.set)))
     return 0
 
 
@@ -254,8 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             print(f"seq2seq {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    from .plot import PlotError
-    from .trainer import Interrupted, TrainingError
     try:
         return args.func(args)
     except (ConfigError, DataError, CheckpointError, TrainingError, PlotError) as e:

@@ -17,9 +17,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A user error in a config file or a --set override; the message names the key."""
+from .errors import ConfigError
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -390,12 +388,9 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> Config:
-    """Read YAML from `path` (or start from defaults), apply --set overrides, validate."""
-    raw = apply_overrides(read_yaml(path) if path is not None else {}, list(overrides))
-    if raw.get("init_from") is not None:
-        from .finetune import inherit_from_parent  # reads the parent run; only needed here
-        raw = inherit_from_parent(raw)
-    return config_from_dict(raw)
+    """Read YAML from `path` (or start from defaults), apply --set overrides, validate. (A run
+    that fine-tunes a parent inherits the parent's settings first: start.load_run_config.)"""
+    return config_from_dict(apply_overrides(read_yaml(path) if path is not None else {}, list(overrides)))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -11,13 +11,10 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .errors import DataError
 from .tokenizer import BOS, EOS, PAD, Tokenizer
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A problem with the user's data; the message names the file (and line)."""
 
 
 def read_lines(path: str | Path, *, skip_invalid_utf8: bool = False) -> tuple[list[str], list[int]]:
@@ -209,3 +206,24 @@ def tag_sources(lines: Sequence[str], tgt_lang: str) -> list[str]:
 def tags_in(lines: Sequence[str]) -> list[str]:
     """The distinct language tags that start lines, sorted (they must become single pieces)."""
     return sorted({m.group(0) for m in map(TAG_PATTERN.match, lines) if m})
+
+
+def encode_sources(lines: Sequence[str], src_tok: Tokenizer, *, max_len: int,
+                   tgt_lang: str | None = None) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Source lines as the model reads them, for validation and `translate` alike: stripped,
+    tagged with <2TGT_LANG> when `tgt_lang` is given (data.src_prefix_tag), encoded and cut to
+    `max_len` pieces. Returns the ids and (index, pieces) of each line that was cut."""
+    lines = [line.strip() for line in lines]
+    if tgt_lang is not None:
+        lines = tag_sources(lines, tgt_lang)
+    ids = src_tok.encode_batch(lines)
+    cut = [(n, len(s)) for n, s in enumerate(ids) if len(s) > max_len]
+    for n, _ in cut:
+        ids[n] = ids[n][:max_len]
+    return ids, cut
+
+
+def detokenize(tgt_tok: Tokenizer, ids: Sequence[int]) -> str:
+    """Output ids as text. A translation is one line, whatever pieces the model produced (no
+    \\r, U+2028, ... either), so line n of the output is always line n of the input."""
+    return " ".join(tgt_tok.decode(ids).splitlines())

@@ -12,15 +12,16 @@
   exactly as the parent's was and every row carries over; the other side is transferred. The
   two sides then need tokenizers of their own (tokenizer.joint: false).
 
-`inherit_from_parent` fills a config's model section from the parent (called by load_config);
-`prepare` runs before the trainer loads tokenizers, and the returned Parent initialises the
-model and, when asked, continues the parent's optimizer, schedule, step and best score.
+This module is what a parent run gives a child: `inherit_from_parent` fills the child's config
+from it (start.load_run_config calls it), `Parent` is the opened parent with the checks its
+tokenizers and architecture need, and `Parent.initialise` loads its weights into the child
+(row by row through transfer.py). start.py prepares the child's tokenizers and restores the
+parent's training state where the config keeps it.
 """
 from __future__ import annotations
 
 import logging
 import random
-import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,20 +29,18 @@ from typing import Any, Sequence
 
 import torch
 
-from . import distributed as dist
 from .checkpoint import load_checkpoint, unwrap
-from .config import Config, ConfigError, config_from_dict, deep_merge, to_dict
-from .data import TAG_PATTERN, DataError, read_parallel, tag_sources, tags_in
-from .tokenizer import Tokenizer, kept_files, open_tokenizers, tokenizer_files, train_tokenizer
+from .config import Config, deep_merge, to_dict
+from .data import TAG_PATTERN, read_parallel, tag_sources, tags_in
+from .errors import CheckpointError, ConfigError, DataError
+from .rundir import Run, open_run
+from .tokenizer import Tokenizer
+from .transfer import RowMaps, shared_pieces, transfer_weights
 
 log = logging.getLogger(__name__)
 
 # Model settings that may differ from the parent: they change no weight's shape or meaning.
 FREE_MODEL_KEYS = {"encoder.dropout", "decoder.dropout", "init", "rnn_init"}
-
-# Weights whose rows follow a vocabulary, and which side's vocabulary.
-VOCAB_ROWS = {"encoder.embed.weight": "source", "decoder.embed.weight": "target",
-              "decoder.output.weight": "target", "decoder.output.bias": "target"}
 
 # The sides whose tokenizer each finetune.vocabulary takes from the parent.
 KEPT_SIDES = {"keep": ("source", "target"), "transfer": (), "keep_source": ("source",),
@@ -56,27 +55,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def parent_checkpoint(run_dir: Path, name: str) -> Path:
-    """The parent's checkpoint file, or a ConfigError saying why `run_dir` is not a usable run."""
-    if not run_dir.is_dir():
-        raise ConfigError(f"init_from: {run_dir} is not a run directory (it does not exist or is a file)")
-    path = run_dir / name
-    if name == "best.pt" and not path.exists() and (run_dir / "last.pt").exists():
-        path = run_dir / "last.pt"  # a parent stopped before its first validation
-    if not path.is_file():
-        found = ", ".join(sorted(p.name for p in run_dir.glob("*.pt"))) or "no checkpoints at all"
-        raise ConfigError(f"init_from: {run_dir} is not a trained run: no {name}"
-                          f"{' or last.pt' if name == 'best.pt' else ''} (found: {found})")
-    return path
-
-
-def _parent_config(path: Path, stored: Any) -> Config:
-    try:
-        return config_from_dict(stored)
-    except ConfigError as e:
-        raise ConfigError(f"init_from: {path}: the parent's stored config is not valid here: {e}") from None
 
 
 def _differences(given: dict, parent: dict, section: str, free: set[str]) -> list[str]:
@@ -94,8 +72,7 @@ def inherit_from_parent(raw: dict) -> dict:
     ft = raw.get("finetune") if isinstance(raw.get("finetune"), dict) else {}
     run_dir = Path(raw["init_from"])
     checkpoint = ft.get("checkpoint", "best.pt")
-    path = parent_checkpoint(run_dir, checkpoint if isinstance(checkpoint, str) else "best.pt")
-    parent = to_dict(_parent_config(path, load_checkpoint(path)["config"]))
+    parent = to_dict(open_parent(run_dir, checkpoint if isinstance(checkpoint, str) else "best.pt").config)
     out = dict(raw)
     vocabulary = ft.get("vocabulary")
     if vocabulary in ("keep_source", "keep_target"):
@@ -152,63 +129,6 @@ def unknown_characters(tok: Tokenizer, lines: Sequence[str]) -> list[str]:
     return sorted(c for c in chars if tok.sp.unk_id() in tok.encode(c))
 
 
-def shared_pieces(child: Tokenizer, parent: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ids of the pieces both vocabularies hold: (child ids, parent ids), matched by piece string."""
-    parent_ids = {parent.id_to_piece(i): i for i in range(len(parent))}
-    pairs = [(i, parent_ids[p]) for i in range(len(child)) if (p := child.id_to_piece(i)) in parent_ids]
-    child_idx, parent_idx = zip(*pairs) if pairs else ((), ())
-    return torch.tensor(child_idx, dtype=torch.long), torch.tensor(parent_idx, dtype=torch.long)
-
-
-def transfer_weights(model: torch.nn.Module, parent_weights: dict[str, torch.Tensor],
-                     maps: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Copy every parent weight into `model`; vocabulary-shaped weights only at the mapped rows
-    (maps[side] = (child ids, parent ids)), keeping the model's own values elsewhere."""
-    model = unwrap(model)
-    state = model.state_dict()
-    new = {}
-    for name, current in state.items():
-        if name not in parent_weights:
-            raise ConfigError(f"init_from: the parent's checkpoint has no weight {name}; is it an older format?")
-        old = parent_weights[name]
-        side = VOCAB_ROWS.get(name)
-        if side is None:
-            if old.shape != current.shape:
-                raise ConfigError(f"init_from: the parent's {name} has shape {tuple(old.shape)}, this model "
-                                  f"needs {tuple(current.shape)}; the architectures differ")
-            new[name] = old
-            continue
-        child_idx, parent_idx = maps[side]
-        rows = current.clone()
-        rows[child_idx.to(rows.device)] = old[parent_idx].to(rows.device, rows.dtype)
-        new[name] = rows
-    model.load_state_dict(new)
-
-
-def frozen_names(model: torch.nn.Module, parts: Sequence[str]) -> set[str]:
-    """Names (as in named_parameters) of the parameters that `parts` freeze."""
-    model = unwrap(model)
-    prefixes = {"embeddings": ("encoder.embed.", "decoder.embed."), "encoder": ("encoder.",),
-                "decoder": ("decoder.",)}
-    chosen = tuple(p for part in parts for p in prefixes[part])
-    # Shared or tied tensors count as frozen when any of their names is.
-    frozen_ids = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n.startswith(chosen)}
-    return {n for n, p in model.named_parameters() if id(p) in frozen_ids}
-
-
-def freeze(model: torch.nn.Module, parts: Sequence[str]) -> None:
-    """Stop gradients for the chosen parts (embeddings, encoder, decoder)."""
-    if not parts:
-        return
-    names = frozen_names(model, parts)
-    total = trainable = 0
-    for name, p in unwrap(model).named_parameters():
-        p.requires_grad_(name not in names)
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    log.info("frozen: %s; %s of %s parameters trainable", ", ".join(parts), f"{trainable:,}", f"{total:,}")
-
-
 def parent_sample(parent_cfg: Config, n: int, seed: int) -> tuple[list[str], list[str]]:
     """Up to `n` random training pairs of the parent (tagged as the parent tagged them)."""
     d = parent_cfg.data
@@ -223,6 +143,14 @@ def parent_sample(parent_cfg: Config, n: int, seed: int) -> tuple[list[str], lis
     return (tag_sources(src, d.tgt_lang) if d.src_prefix_tag else src), tgt
 
 
+def open_parent(run_dir: str | Path, checkpoint: str = "best.pt") -> Run:
+    """The parent run that init_from names; what is wrong with it is a ConfigError on init_from."""
+    try:
+        return open_run(run_dir, checkpoint)
+    except CheckpointError as e:
+        raise ConfigError(f"init_from: {e}") from None
+
+
 @dataclass
 class Parent:
     """A trained run to start from: its config, weights and tokenizers."""
@@ -232,24 +160,19 @@ class Parent:
     src_tok: Tokenizer
     tgt_tok: Tokenizer
     vocabulary: str = "keep"
-    maps: dict | None = None
+    maps: RowMaps | None = None
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best.pt") -> "Parent":
-        run_dir = Path(run_dir)
-        path = parent_checkpoint(run_dir, checkpoint)
-        ckpt = load_checkpoint(path)
-        cfg = _parent_config(path, ckpt["config"])
-        d = cfg.data
-        files = tokenizer_files(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang)
-        for f in (*files, *(kept_files(run_dir) if cfg.tokenizer.drop_unseen else ())):
-            if not f.is_file():
-                raise ConfigError(f"init_from: {run_dir} is missing its tokenizer {f.name}")
-        return cls(run_dir, cfg, ckpt["model"], *open_tokenizers(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang))
+    def load(cls, run_dir: str | Path, checkpoint: str = "best.pt", vocabulary: str = "keep") -> "Parent":
+        run = open_parent(run_dir, checkpoint)
+        return cls(run.dir.path, run.config, run.checkpoint["model"], run.src_tok, run.tgt_tok, vocabulary)
 
-    def initialise(self, model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
-        """Load the parent's weights into `model`, which was built for (src_tok, tgt_tok)."""
+    def initialise(self, model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokenizer) -> dict[str, list[int]]:
+        """Load the parent's weights into `model`, which was built for (src_tok, tgt_tok).
+        Returns, per side, [pieces carried over, child pieces, parent pieces]."""
         self.maps = {"source": shared_pieces(src_tok, self.src_tok), "target": shared_pieces(tgt_tok, self.tgt_tok)}
+        sizes = {"source": (len(src_tok), len(self.src_tok)), "target": (len(tgt_tok), len(self.tgt_tok))}
+        carried = {side: [len(self.maps[side][0]), *sizes[side]] for side in sizes}
         if self.vocabulary == "keep":
             try:
                 unwrap(model).load_state_dict(self.weights)
@@ -258,121 +181,19 @@ class Parent:
                                   f"{str(e).strip().splitlines()[-1].strip()[:300]}") from None
             log.info("fine-tuning from %s: all weights loaded (vocabulary kept: %d source / %d target pieces)",
                      self.run_dir, len(src_tok), len(tgt_tok))
-            return
+            return carried
         transfer_weights(model, self.weights, self.maps)
-        for side, tok, parent_tok in (("source", src_tok, self.src_tok), ("target", tgt_tok, self.tgt_tok)):
+        for side, (n, child, parent) in carried.items():
             log.info("fine-tuning from %s: %s side: %d of %d pieces carried over from the parent's %d "
-                     "(%d initialised fresh)", self.run_dir, side, len(self.maps[side][0]), len(tok),
-                     len(parent_tok), len(tok) - len(self.maps[side][0]))
+                     "(%d initialised fresh)", self.run_dir, side, n, child, parent, child - n)
+        return carried
 
-    def continue_training_state(self, cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                                scheduler: Any, progress: Any) -> None:
-        """Carry the parent's optimizer state, schedule, step or best score where the config keeps them."""
-        ft, t, pt = cfg.finetune, cfg.training, self.config.training
-        if ft.reset_optimizer and ft.reset_schedule and ft.reset_step and ft.reset_early_stopping:
-            return
-        last = self.run_dir / "last.pt"
-        key = next(f"finetune.{k}" for k in ("reset_optimizer", "reset_schedule", "reset_step",
-                                              "reset_early_stopping") if not getattr(ft, k))
-        if not last.is_file():
-            raise ConfigError(f"{key}: false needs the parent's training state, but {last} does not exist")
-        state = load_checkpoint(last)
-        if "progress" not in state or "optimizer" not in state:
-            raise ConfigError(f"{key}: false needs the parent's training state, but {last} has none")
-        if not ft.reset_optimizer:
-            if t.optimizer != pt.optimizer:
-                raise ConfigError(f"finetune.reset_optimizer: false needs the parent's optimizer "
-                                  f"({pt.optimizer}), but training.optimizer is {t.optimizer}")
-            self._load_optimizer_state(model, optimizer, state["optimizer"])
-        if not ft.reset_schedule:
-            lr = state["optimizer"]["param_groups"][0]["lr"]
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if scheduler is not None and pt.scheduler == t.scheduler and state.get("scheduler") \
-                    and pt.early_stop_metric == t.early_stop_metric:
-                # Only the counters: factor and patience come from this run's config.
-                for k in ("best", "num_bad_epochs", "cooldown_counter", "last_epoch"):
-                    if k in state["scheduler"]:
-                        setattr(scheduler, k, state["scheduler"][k])
-            log.info("continuing the parent's learning rate %.2e", lr)
-        parent_progress = state["progress"]
-        if not ft.reset_step:
-            progress.step = parent_progress["step"]
-            log.info("continuing the parent's step count from %d", progress.step)
-        if not ft.reset_early_stopping:
-            if t.early_stop_metric != pt.early_stop_metric:
-                raise ConfigError(f"finetune.reset_early_stopping: false needs the parent's early_stop_metric "
-                                  f"({pt.early_stop_metric}), but training.early_stop_metric is "
-                                  f"{t.early_stop_metric}")
-            progress.best_score = parent_progress["best_score"]
-            progress.best_step = parent_progress["best_step"]
-            progress.bad_validations = parent_progress["bad_validations"]
-            log.info("the parent's best %s %s (its step %s) is the score to beat", t.early_stop_metric,
-                     progress.best_score, progress.best_step)
-
-    def _load_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                              saved: dict) -> None:
-        # Saved state is indexed by position among the parent's trainable parameters; the
-        # architecture is the same, so names line up once the parent's own freezing is applied.
-        model = unwrap(model)
-        parent_frozen = frozen_names(model, self.config.finetune.freeze)
-        parent_order = [n for n, _ in model.named_parameters() if n not in parent_frozen]
-        carried = 0
-        for name, p in model.named_parameters():
-            if not p.requires_grad or name not in parent_order:
-                continue
-            old = saved["state"].get(parent_order.index(name))
-            if not old:
-                continue
-            side = VOCAB_ROWS.get(name)
-            new = {}
-            for k, v in old.items():
-                if side is not None and torch.is_tensor(v) and v.dim() > 0:
-                    child_idx, parent_idx = self.maps[side]
-                    rows = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    rows[child_idx.to(p.device)] = v[parent_idx].to(p.device, p.dtype)
-                    new[k] = rows
-                else:
-                    new[k] = v.to(p.device) if torch.is_tensor(v) and v.dim() > 0 else v
-            optimizer.state[p] = new
-            carried += 1
-        log.info("continuing the parent's optimizer state for %d parameter tensors", carried)
+    def tags(self) -> list[str]:
+        """The language tags that are single pieces of the parent's source vocabulary."""
+        return [p for i in range(len(self.src_tok)) if TAG_PATTERN.fullmatch(p := self.src_tok.id_to_piece(i))]
 
 
-def _train_transfer_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train_src: list[str],
-                               train_tgt: list[str]) -> None:
-    d, t, ft = cfg.data, cfg.tokenizer, cfg.finetune
-    src_file, tgt_file = tokenizer_files(run_dir, t.joint, d.src_lang, d.tgt_lang)
-    # keep_source / keep_target: that side's model is the parent's, byte for byte.
-    for side, tok, file in (("source", parent.src_tok, src_file), ("target", parent.tgt_tok, tgt_file)):
-        if side in KEPT_SIDES[ft.vocabulary] and not file.exists():
-            shutil.copyfile(tok.path, file)
-    src_text, tgt_text = list(train_src), list(train_tgt)
-    if ft.transfer_joint_with_parent:
-        # Each side learns from the parent's same side: that is the vocabulary its rows come from.
-        wanted = ft.transfer_parent_pairs or len(train_src)
-        p_src, p_tgt = parent_sample(parent.config, wanted, cfg.training.seed)
-        src_text += p_src
-        tgt_text += p_tgt
-        log.info("tokenizer: training on the new data plus %d pairs of the parent's data", len(p_src))
-    tags: list[str] = []
-    if d.src_prefix_tag:
-        # The parent's tags stay single pieces so that their rows (and its languages) carry over.
-        parent_tags = [p for i in range(len(parent.src_tok))
-                       if TAG_PATTERN.fullmatch(p := parent.src_tok.id_to_piece(i))]
-        tags = sorted(set(tags_in(train_src)) | set(parent_tags))
-    options = dict(vocab_size=t.vocab_size, model_type=t.model_type, character_coverage=t.character_coverage)
-    if t.joint:
-        if not src_file.exists():
-            train_tokenizer(src_text + tgt_text, src_file, user_defined_symbols=tags, **options)
-        return
-    if not src_file.exists():
-        train_tokenizer(src_text, src_file, user_defined_symbols=tags, **options)
-    if not tgt_file.exists():
-        train_tokenizer(tgt_text, tgt_file, **options)
-
-
-def _check_kept_side(cfg: Config, side: str, tok: Tokenizer, lines: list[str]) -> None:
+def check_kept_side(cfg: Config, side: str, tok: Tokenizer, lines: list[str]) -> None:
     """The new data of a side that keeps the parent's tokenizer must be (nearly) covered by it."""
     ft = cfg.finetune
     unknown = unknown_characters(tok, lines)
@@ -389,43 +210,3 @@ def _check_kept_side(cfg: Config, side: str, tok: Tokenizer, lines: list[str]) -
         if missing:
             raise ConfigError(f"data.src_prefix_tag: the parent's tokenizer has no piece for {', '.join(missing)}; "
                               f"use finetune.vocabulary: transfer to add a language")
-
-
-def _keep_tokenizers(cfg: Config, run_dir: Path, parent: Parent, train_src: list[str],
-                     train_tgt: list[str]) -> None:
-    d = cfg.data
-    if cfg.tokenizer.joint != parent.config.tokenizer.joint:
-        raise ConfigError(f"tokenizer.joint: finetune.vocabulary: keep uses the parent's tokenizer, which has "
-                          f"joint: {str(parent.config.tokenizer.joint).lower()}")
-    _check_kept_side(cfg, "source", parent.src_tok, train_src)
-    _check_kept_side(cfg, "target", parent.tgt_tok, train_tgt)
-    src_file, tgt_file = tokenizer_files(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang)
-    if dist.is_main():
-        shutil.copyfile(parent.src_tok.path, src_file)
-        if tgt_file != src_file:
-            shutil.copyfile(parent.tgt_tok.path, tgt_file)
-        for parent_list, child_list in zip(kept_files(parent.run_dir), kept_files(run_dir)):
-            if parent_list.is_file():
-                shutil.copyfile(parent_list, child_list)
-
-
-def prepare(cfg: Config, run_dir: str | Path, train_src: list[str], train_tgt: list[str]) -> Parent:
-    """Check the parent against `cfg` and write the new run's tokenizer files; the trainer then
-    loads them, builds the model and calls Parent.initialise."""
-    run_dir = Path(run_dir)
-    parent = Parent.load(cfg.init_from, cfg.finetune.checkpoint)
-    parent.vocabulary = cfg.finetune.vocabulary
-    check_architecture(cfg, parent.config, parent.run_dir)
-    if cfg.finetune.vocabulary == "keep":
-        _keep_tokenizers(cfg, run_dir, parent, train_src, train_tgt)
-    else:
-        sides = {"source": (parent.src_tok, train_src), "target": (parent.tgt_tok, train_tgt)}
-        for side in KEPT_SIDES[cfg.finetune.vocabulary]:
-            _check_kept_side(cfg, side, *sides[side])
-        if dist.is_main():
-            _train_transfer_tokenizers(cfg, run_dir, parent, train_src, train_tgt)
-    dist.barrier()
-    if cfg.finetune.vocabulary != "keep" and "embeddings" in cfg.finetune.freeze:
-        log.warning("finetune.freeze includes embeddings with a transferred vocabulary: rows of new pieces stay "
-                    "at their random initialisation")
-    return parent

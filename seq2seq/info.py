@@ -7,10 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import ConfigError, config_from_dict
-from .model import build_model
-from .tokenizer import open_tokenizers
+from .rundir import open_run
 
 
 def _count(module: nn.Module) -> int:
@@ -43,37 +40,25 @@ def _read_metrics(path: Path) -> list[dict]:
 
 def run_info(run_dir: str | Path, checkpoint: str = "best.pt") -> dict[str, Any]:
     """Everything `seq2seq info` shows, as plain data."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: not a run directory")
-    path = run_dir / checkpoint
-    if not path.exists() and (run_dir / "last.pt").exists():
-        path = run_dir / "last.pt"
-    ckpt = load_checkpoint(path)
-    try:
-        cfg = config_from_dict(ckpt["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{path}: its stored config is not valid here: {e}") from None
+    run = open_run(run_dir, checkpoint)
+    cfg, ckpt, path, src_tok, tgt_tok = run.config, run.checkpoint, run.path, run.src_tok, run.tgt_tok
     d, t, m = cfg.data, cfg.training, cfg.model
-    src_tok, tgt_tok = open_tokenizers(run_dir, cfg.tokenizer.joint, d.src_lang, d.tgt_lang)
-    model = build_model(m, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
-    model.load_state_dict(ckpt["model"])
-
-    records = _read_metrics(run_dir / "metrics.jsonl")
+    run_dir = run.dir.path
+    records = _read_metrics(run.dir.metrics)
     best = [r for r in records if r.get("best")]
     last = records[-1] if records else {}
     info: dict[str, Any] = {
         "run_dir": str(run_dir),
         "checkpoint": path.name,
         "checkpoint_step": ckpt.get("step"),
-        "parameters": parameter_counts(model),
+        "parameters": parameter_counts(run.model),
         "vocabulary": {"source": len(src_tok), "target": len(tgt_tok), "joint": cfg.tokenizer.joint},
         "training": {"steps": last.get("step"), "epoch": last.get("epoch"),
                      "minutes": round(last["elapsed"] / 60, 1) if "elapsed" in last else None,
                      "validations": len(records)},
         "best": ({k: v for k, v in best[-1].items() if k != "best"} if best else None),
         "early_stop_metric": t.early_stop_metric,
-        "kept_checkpoints": sorted(p.name for p in run_dir.glob("best.step*.pt")),
+        "kept_checkpoints": [p.name for p in run.dir.kept_checkpoints()],
         "config": {
             "data": f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}",
             "tokenizer": f"{cfg.tokenizer.model_type}, {cfg.tokenizer.vocab_size} pieces, "

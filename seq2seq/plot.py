@@ -12,11 +12,9 @@ from typing import Sequence
 
 import torch
 
+from .errors import PlotError
+
 log = logging.getLogger(__name__)
-
-
-class PlotError(ValueError):
-    """A picture cannot be drawn; the message says why (e.g. matplotlib is missing)."""
 
 
 # (file name, title, y label, [(metrics.jsonl key, legend label)])

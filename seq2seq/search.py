@@ -5,15 +5,17 @@ Written only against the decoding contract of a model:
     log_probs, state, attention = model.step(prev_tokens, state, memory)
     memory.select(index), state.select(index)
 so any model with these four operations can be searched. Sentences that finish leave the
-batch, so no work is spent on them afterwards.
+batch, so no work is spent on them afterwards. `translate_ids` searches lists of source ids in
+length-sorted batches: validation and `translate` both decode through it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
+from .data import pad
 from .tokenizer import BOS, EOS
 
 
@@ -187,3 +189,33 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
         scores, active = new_scores[keep], active[keep]
         prev = new_token[keep].reshape(-1)
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
+
+
+def translate_ids(model, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
+                  alpha: float, max_len_ratio: float, max_len_offset: int, nbest: int = 1,
+                  device: torch.device | None = None, return_attention: bool = False) -> list[list[Hypothesis]]:
+    """Search every source; results come back in input order. Empty sources give an empty
+    hypothesis without running the model."""
+    device = device or next(model.parameters()).device
+    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
+    # Sorting by length keeps padding (and wasted work) low inside a batch.
+    order = sorted((i for i, s in enumerate(src_ids) if len(s) > 0), key=lambda i: len(src_ids[i]))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            src = pad([src_ids[i] for i in chunk]).to(device)
+            lengths = torch.tensor([len(src_ids[i]) for i in chunk])
+            max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
+            if beam_size == 1 and nbest == 1:
+                hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
+                                     return_attention=return_attention)
+            else:
+                hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
+                                   alpha=alpha, nbest=nbest, return_attention=return_attention)
+            for i, h in zip(chunk, hyps):
+                results[i] = h
+    finally:
+        model.train(was_training)
+    return results

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import TrainingError
+
 
 def open_writer(run_dir: str | Path):
     """A torch SummaryWriter writing into RUN_DIR/tensorboard; a clear error without tensorboard."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch raises this when the tensorboard package is absent
-        from .trainer import TrainingError
         raise TrainingError("training.tensorboard: needs the tensorboard package "
                             "(pip install tensorboard), or set training.tensorboard: false") from None
     return SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))

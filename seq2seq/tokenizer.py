@@ -143,24 +143,3 @@ def train_tokenizer(lines: Iterable[str], model_file: str | Path, *, vocab_size:
     tok = Tokenizer(model_file)
     log.info("trained SentencePiece %s (%d pieces) -> %s", model_type, len(tok), model_file)
     return tok
-
-
-def tokenizer_files(run_dir: str | Path, joint: bool, src_lang: str, tgt_lang: str) -> tuple[Path, Path]:
-    """Where a run keeps its source and target SentencePiece models."""
-    run_dir = Path(run_dir)
-    if joint:
-        return run_dir / "spm.joint.model", run_dir / "spm.joint.model"
-    return run_dir / f"spm.{src_lang}.model", run_dir / f"spm.{tgt_lang}.model"
-
-
-def kept_files(run_dir: str | Path) -> tuple[Path, Path]:
-    """Where a run lists the pieces each side keeps (absent: every piece of its model)."""
-    run_dir = Path(run_dir)
-    return run_dir / "vocab.source.txt", run_dir / "vocab.target.txt"
-
-
-def open_tokenizers(run_dir: str | Path, joint: bool, src_lang: str, tgt_lang: str) -> tuple[Tokenizer, Tokenizer]:
-    """A run's source and target tokenizers, each restricted to its kept pieces where listed."""
-    src_file, tgt_file = tokenizer_files(run_dir, joint, src_lang, tgt_lang)
-    src_kept, tgt_kept = kept_files(run_dir)
-    return Tokenizer(src_file, read_kept(src_kept)), Tokenizer(tgt_file, read_kept(tgt_kept))

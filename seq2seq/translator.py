@@ -10,44 +10,14 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import Config, ConfigError, config_from_dict
-from .data import pad, tag_sources
-from .model import Seq2Seq, build_model, resolve_device
-from .search import Hypothesis, beam_search, greedy_search, max_output_lengths
-from .tokenizer import Tokenizer, kept_files, open_tokenizers, tokenizer_files
+from .config import Config
+from .data import detokenize, encode_sources
+from .model import Seq2Seq, resolve_device
+from .rundir import open_run
+from .search import Hypothesis, translate_ids
+from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def translate_ids(model: Seq2Seq, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
-                  alpha: float, max_len_ratio: float, max_len_offset: int, nbest: int = 1,
-                  device: torch.device | None = None, return_attention: bool = False) -> list[list[Hypothesis]]:
-    """Search every source; results come back in input order. Empty sources give an empty
-    hypothesis without running the model."""
-    device = device or next(model.parameters()).device
-    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
-    # Sorting by length keeps padding (and wasted work) low inside a batch.
-    order = sorted((i for i, s in enumerate(src_ids) if len(s) > 0), key=lambda i: len(src_ids[i]))
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            src = pad([src_ids[i] for i in chunk]).to(device)
-            lengths = torch.tensor([len(src_ids[i]) for i in chunk])
-            max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
-            if beam_size == 1 and nbest == 1:
-                hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
-                                     return_attention=return_attention)
-            else:
-                hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
-                                   alpha=alpha, nbest=nbest, return_attention=return_attention)
-            for i, h in zip(chunk, hyps):
-                results[i] = h
-    finally:
-        model.train(was_training)
-    return results
 
 
 @dataclass
@@ -79,52 +49,26 @@ class Translator:
              quantize: str | None = None) -> "Translator":
         """Load RUN_DIR/checkpoint (best.pt by default) with the run's tokenizers and config.
         With quantize="int8", linear and encoder RNN layers run int8 dynamic kernels (CPU only)."""
-        run_dir = Path(run_dir)
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize: expected 'int8' or None, got {quantize!r}")
-        if not run_dir.is_dir():
-            raise CheckpointError(f"{run_dir}: not a run directory")
-        path = run_dir / checkpoint
-        if checkpoint == "best.pt" and not path.exists() and (run_dir / "last.pt").exists():
-            path = run_dir / "last.pt"  # a run stopped before its first validation
         dev = resolve_device("cpu" if quantize and device == "auto" else device)
         if quantize and dev.type != "cpu":
             raise ValueError(f"device {dev.type}: int8 quantization runs on CPU only; use --device cpu")
-        ckpt = load_checkpoint(path)
-        try:
-            config = config_from_dict(ckpt["config"])
-        except ConfigError as e:
-            raise CheckpointError(f"{path}: its stored config is not valid here: {e}") from None
-        d = config.data
-        src_file, tgt_file = tokenizer_files(run_dir, config.tokenizer.joint, d.src_lang, d.tgt_lang)
-        for f in (src_file, tgt_file, *(kept_files(run_dir) if config.tokenizer.drop_unseen else ())):
-            if not f.is_file():
-                raise CheckpointError(f"{run_dir}: run directory is missing its tokenizer {f.name}")
-        src_tok, tgt_tok = open_tokenizers(run_dir, config.tokenizer.joint, d.src_lang, d.tgt_lang)
-        model = build_model(config.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise CheckpointError(f"{path}: weights do not fit the model its config describes "
-                                  f"({first[1].strip() if len(first) > 1 else first[0][:200]})") from None
+        run = open_run(run_dir, checkpoint)
+        model = run.model
         model.decoder.prepare_inference()  # this model only decodes
         if quantize == "int8":
             from .quantize import quantize_int8
             model = quantize_int8(model)
-        return cls(model.to(dev), src_tok, tgt_tok, config, dev)
+        return cls(model.to(dev), run.src_tok, run.tgt_tok, run.config, dev)
 
     def encode_sources(self, lines: Sequence[str], first_line: int = 1) -> list[list[int]]:
-        limit = self.config.data.max_src_len
-        lines = [line.strip() for line in lines]
-        if self.config.data.src_prefix_tag:
-            lines = tag_sources(lines, self.config.data.tgt_lang)
-        ids = self.src_tok.encode_batch(lines)
-        for n, s in enumerate(ids):
-            if len(s) > limit:
-                log.warning("input line %d has %d pieces; truncated to the model's limit of %d",
-                            first_line + n, len(s), limit)
-                ids[n] = s[:limit]
+        d = self.config.data
+        ids, cut = encode_sources(lines, self.src_tok, max_len=d.max_src_len,
+                                  tgt_lang=d.tgt_lang if d.src_prefix_tag else None)
+        for n, length in cut:
+            log.warning("input line %d has %d pieces; truncated to the model's limit of %d",
+                        first_line + n, length, d.max_src_len)
         return ids
 
     def search(self, lines: Sequence[str], *, beam_size: int | None = None, batch_size: int | None = None,
@@ -146,8 +90,7 @@ class Translator:
             max_len_offset=dc.max_len_offset, nbest=nbest, device=self.device, return_attention=return_attention)
 
     def detokenize(self, hyp: Hypothesis) -> str:
-        # A translation is one line, whatever pieces the model produced (no \r, U+2028, ... either).
-        return " ".join(self.tgt_tok.decode(hyp.tokens).splitlines())
+        return detokenize(self.tgt_tok, hyp.tokens)
 
     def translate(self, lines: Sequence[str], *, nbest: int = 1, **options) -> list[str] | list[list[str]]:
         """Translate raw sentences, in order: one string per input, or with nbest > 1 a list of

@@ -1,7 +1,12 @@
-"""One training batch: loss, backward pass, and what to do when it does not fit in memory."""
+"""One training update: loss, backward pass, clipping and the optimizer step, and what to do
+when a batch does not fit in memory. The trainer, the benchmark and the profiling scripts all
+train through `update`."""
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -97,3 +102,38 @@ def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float
         loss, n = forward_backward(model, part, denominator=denominator, label_smoothing=label_smoothing)
         total, skipped = total + loss, skipped + n
     return total, skipped
+
+
+@dataclass
+class UpdateResult:
+    loss_sum: float      # summed (label-smoothed) loss of the update's batches
+    tokens: int          # their target tokens, EOS included
+    skipped_pairs: int   # pairs that did not fit in memory even alone
+    applied: bool        # False: the loss or gradients were not finite, so nothing changed
+
+
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Sequence[Batch], *,
+           clip_norm: float | None, label_smoothing: float, loss_normalization: str = "tokens",
+           accum_steps: int | None = None) -> UpdateResult:
+    """One optimizer update from the summed gradients of `batches` (already on the model's
+    device). Each batch's loss is divided by its tokens (or sentences) times `accum_steps`
+    (default: len(batches)). `model` may be wrapped in DistributedDataParallel: then only the
+    last batch synchronises gradients across ranks. An update whose gradient norm is not finite
+    is skipped (gradients dropped, weights untouched); the norm is the same on every rank, so all
+    ranks skip together."""
+    accum_steps = accum_steps or len(batches)
+    loss_sum, tokens, skipped = 0.0, 0, 0
+    for n, batch in enumerate(batches):
+        ntok = batch.num_tgt_tokens
+        denominator = ntok if loss_normalization == "tokens" else batch.src.size(0)
+        last = n == len(batches) - 1
+        with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            loss, pairs = forward_backward(model, batch, denominator=denominator * accum_steps,
+                                           label_smoothing=label_smoothing)
+        loss_sum, tokens, skipped = loss_sum + loss, tokens + ntok, skipped + pairs
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or float("inf"))
+    applied = bool(torch.isfinite(norm))
+    if applied:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return UpdateResult(loss_sum, tokens, skipped, applied)

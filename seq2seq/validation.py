@@ -1,18 +1,28 @@
-"""Validation during training: loss on the reference targets, and BLEU/chrF of decoding."""
+"""Validation during training: loss on the reference targets, and BLEU/chrF of decoding the
+sources exactly as `seq2seq translate` would (same encoding, search and detokenization), so
+the validation BLEU of a checkpoint is what `translate` + `evaluate` print for it."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .config import Config
-from .data import ParallelData, batch_indices, make_batch
+from .config import DecodingConfig
+from .data import ParallelData, batch_indices, detokenize, make_batch
 from .metrics import score_all
 from .model import Seq2Seq
+from .search import translate_ids
 from .tokenizer import Tokenizer
-from .translator import translate_ids
 from .update import token_loss
+
+
+@dataclass
+class ValidationSet:
+    pairs: ParallelData           # encoded pairs for the loss (empty pairs dropped)
+    src_ids: list[list[int]]      # every source as translate encodes it
+    refs: list[str]               # the raw references, one per source
 
 
 @torch.no_grad()
@@ -30,14 +40,15 @@ def validation_loss(model: Seq2Seq, data: ParallelData, device: torch.device, ba
     return total / max(tokens, 1)
 
 
-def validate(model: Seq2Seq, cfg: Config, valid_pairs: ParallelData, valid_src_ids: list[list[int]],
-             valid_refs: list[str], tgt_tok: Tokenizer, device: torch.device) -> dict[str, Any]:
-    loss = validation_loss(model, valid_pairs, device)
-    dc = cfg.decoding
-    hyps = translate_ids(model, valid_src_ids, beam_size=dc.valid_beam_size, batch_size=dc.batch_size,
+def validate(model: Seq2Seq, valid: ValidationSet, decoding: DecodingConfig, tgt_tok: Tokenizer,
+             device: torch.device) -> dict[str, Any]:
+    """Loss, perplexity, BLEU and chrF (greedy or decoding.valid_beam_size) and the hypotheses."""
+    loss = validation_loss(model, valid.pairs, device)
+    dc = decoding
+    hyps = translate_ids(model, valid.src_ids, beam_size=dc.valid_beam_size, batch_size=dc.batch_size,
                          alpha=dc.length_penalty, max_len_ratio=dc.max_len_ratio,
                          max_len_offset=dc.max_len_offset, device=device)
-    texts = [tgt_tok.decode(h[0].tokens) for h in hyps]
-    scores = score_all(texts, valid_refs)
+    texts = [detokenize(tgt_tok, h[0].tokens) for h in hyps]
+    scores = score_all(texts, valid.refs)
     return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],
             "chrf": scores["chrf"], "hypotheses": texts}

@@ -11,13 +11,15 @@ import torch
 import yaml
 
 from conftest import LEXICON, SRC_WORDS, tiny_config_dict
-from seq2seq import finetune
+from seq2seq import finetune, transfer
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.config import ConfigError, config_from_dict, load_config
+from seq2seq.config import ConfigError, config_from_dict
+from seq2seq.rundir import RunDir
+from seq2seq.start import load_run_config, prepare_tokenizers
 from seq2seq.data import make_batch, encode_parallel, read_parallel, tag_sources
 from seq2seq.model import build_model
 from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import load_tokenizers, train
+from seq2seq.trainer import train
 from seq2seq.translator import Translator
 
 # A second target "language": the same source words, other target words (with letters the
@@ -59,7 +61,7 @@ def child_dict(data_dir: Path, parent: Path, *, src: str = "src", tgt: str = "tg
 def load_child(raw: dict, tmp_path: Path):
     path = tmp_path / "child.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
+    return load_run_config(path)
 
 
 def start_child(cfg, run_dir: Path):
@@ -69,8 +71,9 @@ def start_child(cfg, run_dir: Path):
     if d.src_prefix_tag:
         src = tag_sources(src, d.tgt_lang)
     run_dir.mkdir(parents=True, exist_ok=True)
-    parent = finetune.prepare(cfg, run_dir, src, tgt)
-    src_tok, tgt_tok = load_tokenizers(cfg, run_dir, src, tgt)
+    ft = cfg.finetune
+    parent = finetune.Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary)
+    src_tok, tgt_tok = prepare_tokenizers(cfg, RunDir(run_dir), src, tgt, parent)
     torch.manual_seed(cfg.training.seed)
     model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
@@ -101,7 +104,7 @@ def test_transfer_copies_rows_of_shared_pieces_and_keeps_new_rows_fresh(trained_
     # Fresh rows are a real initialisation, not zeros or copies of some parent row.
     assert weights["decoder.embed.weight"][new].abs().sum() > 0
     for name, value in weights.items():
-        if name not in finetune.VOCAB_ROWS:
+        if name not in transfer.VOCAB_ROWS:
             assert torch.equal(value, parent.weights[name]), name
     assert parent.maps["target"][0].numel() == len(shared)
 
@@ -177,7 +180,7 @@ def test_model_section_is_inherited_and_differences_name_their_keys(trained_run,
         load_child(raw, tmp_path)
     assert "model.encoder.hidden_size (parent 32, here 48)" in str(e.value)
     assert "model.decoder.cell" in str(e.value)
-    # A config built without load_config (defaults for the model) is stopped by the trainer.
+    # A config built without load_run_config (defaults for the model) is stopped by the trainer.
     raw = child_dict(new_lang_dir, trained_run)
     with pytest.raises(ConfigError, match=r"model: the architecture must match .*model\.encoder\.emb_size"):
         train(config_from_dict(raw), tmp_path / "api", quiet=True)
@@ -197,7 +200,7 @@ def test_finetune_settings_are_validated(synthetic_dir):
 
 def test_a_directory_that_is_not_a_run_is_named(tmp_path, new_lang_dir):
     (tmp_path / "empty").mkdir()
-    for parent, message in ((tmp_path / "empty", "is not a trained run: no best.pt or last.pt"),
+    for parent, message in ((tmp_path / "empty", "checkpoint not found: .* has no best.pt or last.pt"),
                             (tmp_path / "missing", "is not a run directory")):
         with pytest.raises(ConfigError, match="init_from: .*" + message):
             load_child(child_dict(new_lang_dir, parent), tmp_path)
@@ -259,7 +262,7 @@ def test_keep_source_and_keep_target_errors_name_the_problem(trained_run, tmp_pa
     raw["tokenizer"] = {"joint": True}
     with pytest.raises(ConfigError, match="tokenizer.joint: finetune.vocabulary: keep_source gives each side"):
         load_child(raw, tmp_path)
-    # Without load_config's inheritance, the validator itself refuses the joint tokenizer.
+    # Without load_run_config's inheritance, the validator itself refuses the joint tokenizer.
     bad = {**tiny_config_dict(data, finetune={"vocabulary": "keep_target"}), "init_from": str(trained_run)}
     with pytest.raises(ConfigError, match="tokenizer.joint: finetune.vocabulary: keep_target"):
         config_from_dict(bad)

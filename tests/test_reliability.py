@@ -90,12 +90,12 @@ def uninterrupted_run(tmp_path_factory, small_data) -> Path:
 # Slows each step down (without touching the numbers) so the signal surely lands mid-run.
 SLOW_TRAIN = """
 import sys, time
-import seq2seq.trainer as T
-real = T.forward_backward
+import seq2seq.update as U
+real = U.forward_backward
 def slow(*args, **kwargs):
     time.sleep(0.05)
     return real(*args, **kwargs)
-T.forward_backward = slow
+U.forward_backward = slow
 from seq2seq.cli import main
 sys.exit(main(sys.argv[1:]))
 """

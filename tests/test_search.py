@@ -11,7 +11,8 @@ from seq2seq.data import pad
 from seq2seq.search import (Hypothesis, beam_search, best_candidates, greedy_search, length_penalty,
                             max_output_lengths)
 from seq2seq.tokenizer import BOS, EOS, PAD
-from seq2seq.translator import Translator, translate_ids
+from seq2seq.search import translate_ids
+from seq2seq.translator import Translator
 
 VOCAB = 8  # PAD UNK BOS EOS and the pieces 4, 5, 6, 7
 

@@ -4,8 +4,7 @@ import io
 import pytest
 import sentencepiece as spm
 
-from seq2seq.tokenizer import (BOS, EOS, PAD, UNK, Tokenizer, read_kept, seen_pieces, tokenizer_files,
-                               train_tokenizer, write_kept)
+from seq2seq.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, read_kept, seen_pieces, train_tokenizer, write_kept
 
 SENTENCES = [
     "A man in a blue shirt is standing on a ladder.",
@@ -71,11 +70,6 @@ def test_model_with_other_special_ids_is_refused(tmp_path):
 def test_missing_model_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         Tokenizer(tmp_path / "none.model")
-
-
-def test_tokenizer_files(tmp_path):
-    assert tokenizer_files(tmp_path, True, "en", "de") == (tmp_path / "spm.joint.model",) * 2
-    assert tokenizer_files(tmp_path, False, "en", "de") == (tmp_path / "spm.en.model", tmp_path / "spm.de.model")
 
 
 ENGLISH = [s for s in SENTENCES if s.startswith(("A ", "Two"))]

@@ -179,11 +179,12 @@ def test_drop_unseen_gives_each_side_its_own_pieces_and_still_learns(tmp_path, s
 def test_drop_unseen_with_shared_embeddings_keeps_one_list_for_both_sides(tmp_path, synthetic_dir):
     from seq2seq.data import read_parallel
     from seq2seq.tokenizer import Tokenizer
-    from seq2seq.trainer import load_tokenizers
+    from seq2seq.rundir import RunDir
+    from seq2seq.start import prepare_tokenizers
     raw = tiny_config_dict(synthetic_dir, tokenizer={"drop_unseen": True},
                            model={"share_embeddings": True, "encoder": {"emb_size": 32}, "decoder": {"emb_size": 32}})
     src, tgt = read_parallel(synthetic_dir / "train.src", synthetic_dir / "train.tgt")
-    src_tok, tgt_tok = load_tokenizers(config_from_dict(raw), tmp_path, src, tgt)
+    src_tok, tgt_tok = prepare_tokenizers(config_from_dict(raw), RunDir(tmp_path), src, tgt)
     assert src_tok.kept == tgt_tok.kept
     # Both languages' pieces are on both sides: neither is spelled out.
     full = Tokenizer(tmp_path / "spm.joint.model")

@@ -1,0 +1,398 @@
+"""How a run begins: from scratch, resumed from its own last.pt, or from a parent run.
+
+`begin` builds everything the training loop needs, in this order: the run directory and its
+log, the data, the tokenizers (trained, copied from a parent, or transferred: one place), the
+model (with a parent's weights), the optimizer and schedule, and the training state (restored
+in one place, `restore_state`, for resume and fine-tuning alike). The loop in trainer.py then
+only trains.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from . import distributed as dist
+from .config import Config, apply_overrides, config_from_dict, dump_yaml, read_yaml
+from .data import ParallelData, encode_parallel, encode_sources, read_parallel, tag_sources, tags_in
+from .errors import ConfigError, DataError, TrainingError
+from .finetune import KEPT_SIDES, Parent, check_architecture, check_kept_side, inherit_from_parent, parent_sample
+from .model import Seq2Seq, build_model, count_parameters, resolve_device
+from .rundir import RunDir
+from .tokenizer import Tokenizer, side_lists, train_tokenizer, write_kept
+from .transfer import freeze, map_optimizer_state
+from .validation import ValidationSet
+
+log = logging.getLogger("seq2seq")
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | tuple = ()) -> Config:
+    """The config a run trains with: YAML from `path` (or the defaults), --set `overrides`, and,
+    with init_from, the model and tokenizer settings inherited from the parent run."""
+    raw = apply_overrides(read_yaml(path) if path is not None else {}, list(overrides))
+    if raw.get("init_from") is not None:
+        raw = inherit_from_parent(raw)
+    return config_from_dict(raw)
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in last.pt, so a resumed run goes on exactly from here."""
+    step: int = 0                 # optimizer updates done
+    epoch: int = 1                # current epoch (1-based)
+    batch_in_epoch: int = 0       # batches of this epoch already consumed
+    elapsed: float = 0.0          # seconds of training so far, across restarts
+    best_score: float | None = None
+    best_step: int | None = None
+    bad_validations: int = 0
+    last_valid_step: int = -1
+    nonfinite_in_a_row: int = 0
+    oom_skipped: int = 0          # pairs skipped because even alone they did not fit in memory
+    kept: list = field(default_factory=list)  # [[score, step, file], ...] best checkpoints on disk
+
+    def improved(self, score: float, metric: str) -> bool:
+        if self.best_score is None:
+            return True
+        return score < self.best_score if metric == "loss" else score > self.best_score
+
+
+@dataclass
+class Session:
+    """Everything a training run needs, built before its loop starts."""
+    cfg: Config
+    run: RunDir
+    device: torch.device
+    model: Seq2Seq                   # the plain model (what is saved)
+    train_model: torch.nn.Module     # what trains: the model, or DistributedDataParallel around it
+    optimizer: torch.optim.Optimizer
+    scheduler: Any                   # ReduceLROnPlateau, or None
+    progress: Progress
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    train_data: ParallelData
+    valid: ValidationSet
+
+
+# ---------------------------------------------------------------------------------------
+# The run directory and its log
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes log lines around an active progress bar, so neither overwrites the other."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:
+    root = logging.getLogger("seq2seq")
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    if not quiet:
+        console = _ConsoleHandler(sys.stderr)
+        console.setFormatter(fmt)
+        root.addHandler(console)
+    if run_dir is not None:
+        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.propagate = False
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create the run directory and prove it is writable before any work starts."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_probe"
+        with open(probe, "wb") as f:
+            f.write(b"\0" * (1 << 20))  # a full disk shows up here, not hours later
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"{run_dir}: run directory is not writable ({e.strerror or e})") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizers: trained, copied from a parent, or transferred
+
+
+def prepare_tokenizers(cfg: Config, run: RunDir, train_src: list[str], train_tgt: list[str],
+                       parent: Parent | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """The run's tokenizers, written into the run directory the first time. A side that a
+    parent's vocabulary keeps (finetune.vocabulary) gets the parent's SentencePiece model byte
+    for byte; every other side is trained on the new data (with transfer_joint_with_parent, plus
+    a sample of the parent's). With tokenizer.drop_unseen each side then keeps the pieces its
+    training text uses, unless it keeps the parent's whole vocabulary."""
+    d, t, ft = cfg.data, cfg.tokenizer, cfg.finetune
+    src_file, tgt_file = run.tokenizer_files(cfg)
+    src_kept, tgt_kept = run.kept_files()
+    kept_sides = KEPT_SIDES[ft.vocabulary] if parent is not None else ()
+    if parent is not None:
+        if ft.vocabulary == "keep" and t.joint != parent.config.tokenizer.joint:
+            raise ConfigError(f"tokenizer.joint: finetune.vocabulary: keep uses the parent's tokenizer, which has "
+                              f"joint: {str(parent.config.tokenizer.joint).lower()}")
+        sides = {"source": (parent.src_tok, train_src), "target": (parent.tgt_tok, train_tgt)}
+        for side in kept_sides:
+            check_kept_side(cfg, side, *sides[side])
+    if dist.is_main():
+        src_text, tgt_text = train_src, train_tgt
+        tags = tags_in(train_src) if d.src_prefix_tag else []
+        if parent is not None:
+            for side, file, parent_tok in (("source", src_file, parent.src_tok), ("target", tgt_file, parent.tgt_tok)):
+                if side in kept_sides:
+                    shutil.copyfile(parent_tok.path, file)
+            if ft.vocabulary == "keep":
+                for parent_list, child_list in zip(RunDir(parent.run_dir).kept_files(), (src_kept, tgt_kept)):
+                    if parent_list.is_file():
+                        shutil.copyfile(parent_list, child_list)
+            elif ft.transfer_joint_with_parent:
+                # Each side learns from the parent's same side: that is the vocabulary its rows come from.
+                p_src, p_tgt = parent_sample(parent.config, ft.transfer_parent_pairs or len(train_src), cfg.training.seed)
+                src_text, tgt_text = src_text + p_src, tgt_text + p_tgt
+                log.info("tokenizer: training on the new data plus %d pairs of the parent's data", len(p_src))
+            if d.src_prefix_tag:
+                # The parent's tags stay single pieces so that their rows (and its languages) carry over.
+                tags = sorted(set(tags) | set(parent.tags()))
+        options = dict(vocab_size=t.vocab_size, model_type=t.model_type, character_coverage=t.character_coverage)
+        if t.joint and not src_file.exists():
+            train_tokenizer(list(src_text) + list(tgt_text), src_file, user_defined_symbols=tags, **options)
+        if not t.joint and not src_file.exists():
+            train_tokenizer(src_text, src_file, user_defined_symbols=tags, **options)
+        if not t.joint and not tgt_file.exists():
+            train_tokenizer(tgt_text, tgt_file, **options)
+        # Fine-tuning with vocabulary keep has copied the parent's lists (or its lack of them).
+        keeps_parent = cfg.init_from is not None and ft.vocabulary == "keep"
+        if t.drop_unseen and not keeps_parent and not tgt_kept.exists():
+            src_list, tgt_list = side_lists(Tokenizer(src_file), Tokenizer(tgt_file), train_src, train_tgt,
+                                            shared=cfg.model.share_embeddings)
+            write_kept(src_kept, src_list)
+            write_kept(tgt_kept, tgt_list)
+            log.info("tokenizer.drop_unseen: keeping %d source / %d target pieces seen in the training data",
+                     len(src_list), len(tgt_list))
+    dist.barrier()
+    return run.open_tokenizers(cfg)
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizer, schedule and training state
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    t = cfg.training
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    # One fused kernel per parameter instead of about eight elementwise passes: Adam's
+    # arithmetic was about 6 % of a CPU training step (scripts/profile_training.py).
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay, fused=fused)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
+    t = cfg.training
+    if t.scheduler == "plateau":
+        mode = "min" if t.early_stop_metric == "loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=t.plateau_factor,
+                                                          patience=t.plateau_patience, min_lr=t.min_lr)
+    return None
+
+
+# The plateau schedule's counters; its factor, patience and bounds come from the config.
+SCHEDULE_COUNTERS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+EARLY_STOPPING = ("best_score", "best_step", "bad_validations")
+
+
+def restore_state(saved: dict, optimizer: torch.optim.Optimizer, scheduler: Any, progress: Progress, *,
+                  optimizer_state: dict | None = None, lr: bool = False, schedule_keys=(),
+                  progress_keys=()) -> None:
+    """The one place where training state comes back from a checkpoint (a run's own last.pt
+    on resume, a parent's when fine-tuning), through the public state_dicts: the optimizer's
+    `optimizer_state`, the learning rate, the schedule's `schedule_keys` and `progress_keys`."""
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    if lr:
+        rate = saved["optimizer"]["param_groups"][0]["lr"]
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+    if scheduler is not None and saved.get("scheduler") and schedule_keys:
+        state = scheduler.state_dict()
+        state.update({k: v for k, v in saved["scheduler"].items() if k in schedule_keys})
+        scheduler.load_state_dict(state)
+    for key in progress_keys:
+        setattr(progress, key, saved["progress"][key])
+
+
+def resume_state(saved: dict, run: RunDir, optimizer, scheduler, progress: Progress) -> None:
+    """All of a run's own training state, random streams included."""
+    restore_state(saved, optimizer, scheduler, progress, optimizer_state=saved["optimizer"],
+                  schedule_keys=tuple(saved.get("scheduler") or ()),
+                  progress_keys=[f.name for f in dataclasses.fields(Progress)])
+    torch.set_rng_state(saved["rng"]["torch"])
+    if torch.cuda.is_available() and saved["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    log.info("resumed from %s at step %d (epoch %d, batch %d)", run.last, progress.step, progress.epoch,
+             progress.batch_in_epoch)
+
+
+def continue_parent_state(cfg: Config, parent: Parent, model: torch.nn.Module, optimizer, scheduler,
+                          progress: Progress) -> None:
+    """The parent's optimizer state, schedule, step or best score, where finetune.reset_* keep them."""
+    ft, t, pt = cfg.finetune, cfg.training, parent.config.training
+    resets = ("reset_optimizer", "reset_schedule", "reset_step", "reset_early_stopping")
+    kept = [k for k in resets if not getattr(ft, k)]
+    if not kept:
+        return
+    last = RunDir(parent.run_dir).last
+    if not last.is_file():
+        raise ConfigError(f"finetune.{kept[0]}: false needs the parent's training state, but {last} does not exist")
+    _, saved, _ = RunDir(parent.run_dir).training_state()
+    if "progress" not in saved or "optimizer" not in saved:
+        raise ConfigError(f"finetune.{kept[0]}: false needs the parent's training state, but {last} has none")
+    if not ft.reset_optimizer and t.optimizer != pt.optimizer:
+        raise ConfigError(f"finetune.reset_optimizer: false needs the parent's optimizer "
+                          f"({pt.optimizer}), but training.optimizer is {t.optimizer}")
+    if not ft.reset_early_stopping and t.early_stop_metric != pt.early_stop_metric:
+        raise ConfigError(f"finetune.reset_early_stopping: false needs the parent's early_stop_metric "
+                          f"({pt.early_stop_metric}), but training.early_stop_metric is {t.early_stop_metric}")
+    optimizer_state = None
+    if not ft.reset_optimizer:
+        optimizer_state = optimizer.state_dict()
+        optimizer_state["state"] = map_optimizer_state(model, saved["optimizer"], parent.config.finetune.freeze,
+                                                       parent.maps)
+        log.info("continuing the parent's optimizer state for %d parameter tensors", len(optimizer_state["state"]))
+    same_schedule = pt.scheduler == t.scheduler and pt.early_stop_metric == t.early_stop_metric
+    restore_state(saved, optimizer, scheduler, progress, optimizer_state=optimizer_state,
+                  lr=not ft.reset_schedule,
+                  schedule_keys=SCHEDULE_COUNTERS if not ft.reset_schedule and same_schedule else (),
+                  progress_keys=(("step",) if not ft.reset_step else ()) +
+                                (EARLY_STOPPING if not ft.reset_early_stopping else ()))
+    if not ft.reset_schedule:
+        log.info("continuing the parent's learning rate %.2e", optimizer.param_groups[0]["lr"])
+    if not ft.reset_step:
+        log.info("continuing the parent's step count from %d", progress.step)
+    if not ft.reset_early_stopping:
+        log.info("the parent's best %s %s (its step %s) is the score to beat", t.early_stop_metric,
+                 progress.best_score, progress.best_step)
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+def resumed_config(cfg: Config, stored: Config) -> Config:
+    """On resume everything comes from the run, except the stopping limits, which may change."""
+    t = cfg.training
+    return replace(stored, training=replace(stored.training, max_epochs=t.max_epochs, max_steps=t.max_steps,
+                                            max_minutes=t.max_minutes, patience=t.patience))
+
+
+def read_data(cfg: Config) -> tuple[list[str], list[str], list[str], list[str]]:
+    """Training and validation sources and targets, checked."""
+    d = cfg.data
+    train_src, train_tgt = read_parallel(f"{d.train}.{d.src_lang}", f"{d.train}.{d.tgt_lang}",
+                                         skip_invalid_utf8=d.skip_invalid_utf8)
+    valid_src, valid_tgt = read_parallel(f"{d.valid}.{d.src_lang}", f"{d.valid}.{d.tgt_lang}",
+                                         skip_invalid_utf8=d.skip_invalid_utf8)
+    if not any(s.strip() and t.strip() for s, t in zip(train_src, train_tgt)):
+        raise DataError(f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}: no non-empty sentence pairs to train on")
+    return train_src, train_tgt, valid_src, valid_tgt
+
+
+def validation_set(cfg: Config, valid_src: list[str], valid_tgt: list[str], src_tok: Tokenizer,
+                   tgt_tok: Tokenizer) -> ValidationSet:
+    """The validation pairs for the loss, and the sources encoded exactly as translate encodes them."""
+    d = cfg.data
+    tagged = tag_sources(valid_src, d.tgt_lang) if d.src_prefix_tag else valid_src
+    pairs = encode_parallel(tagged, valid_tgt, src_tok, tgt_tok, name=f"{d.valid}")
+    src_ids, cut = encode_sources(valid_src, src_tok, max_len=d.max_src_len,
+                                  tgt_lang=d.tgt_lang if d.src_prefix_tag else None)
+    if cut:
+        log.info("%s.%s: %d sources have more than data.max_src_len=%d pieces; validation cuts them, as "
+                 "translate does", d.valid, d.src_lang, len(cut), d.max_src_len)
+    return ValidationSet(pairs, src_ids, valid_tgt)
+
+
+def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> Session:
+    """Everything a run needs to train, from scratch, resumed from RUN_DIR/last.pt (`resume`),
+    or from the parent run that cfg.init_from names."""
+    run = RunDir(run_dir)
+    dist.init()
+    saved = None
+    if resume:
+        if not run.last.exists():
+            raise TrainingError(f"{run}: nothing to resume (no last.pt)")
+        _, saved, stored = run.training_state()
+        cfg = resumed_config(cfg, stored)
+    if dist.is_main():
+        prepare_run_dir(run.path)
+        setup_logging(run.path, quiet=quiet)
+        run.config_file.write_text(dump_yaml(cfg), encoding="utf-8")
+    else:
+        setup_logging(None, quiet=True)
+    dist.barrier()
+
+    t, d, ft = cfg.training, cfg.data, cfg.finetune
+    device = dist.device_for_rank(resolve_device(t.device))
+    if t.num_threads is not None:
+        torch.set_num_threads(t.num_threads)
+
+    train_src, train_tgt, valid_src, valid_tgt = read_data(cfg)
+    if d.src_prefix_tag:
+        train_src = tag_sources(train_src, d.tgt_lang)
+    parent = None
+    if cfg.init_from is not None and not resume:
+        parent = Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary)
+        check_architecture(cfg, parent.config, parent.run_dir)
+        if ft.vocabulary != "keep" and "embeddings" in ft.freeze:
+            log.warning("finetune.freeze includes embeddings with a transferred vocabulary: rows of new pieces "
+                        "stay at their random initialisation")
+    src_tok, tgt_tok = prepare_tokenizers(cfg, run, train_src, train_tgt, parent)
+    train_data = encode_parallel(train_src, train_tgt, src_tok, tgt_tok, max_src_len=d.max_src_len,
+                                 max_tgt_len=d.max_tgt_len, name=f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}")
+    valid = validation_set(cfg, valid_src, valid_tgt, src_tok, tgt_tok)
+    log.info("data: %d training pairs, %d validation pairs; vocabulary %d source / %d target pieces",
+             len(train_data), len(valid_src), len(src_tok), len(tgt_tok))
+
+    torch.manual_seed(t.seed)
+    model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok)).to(device)
+    if parent is not None:
+        carried = parent.initialise(model, src_tok, tgt_tok)
+        if dist.is_main():
+            (run.path / "finetune.json").write_text(json.dumps(
+                {"parent": str(parent.run_dir), "vocabulary": ft.vocabulary,
+                 "pieces_carried_over": carried}, indent=1) + "\n", encoding="utf-8")
+    freeze(model, ft.freeze)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    progress = Progress()
+    if parent is not None:
+        continue_parent_state(cfg, parent, model, optimizer, scheduler, progress)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        resume_state(saved, run, optimizer, scheduler, progress)
+    log.info("model: %s parameters (%s trainable) on %s", f"{count_parameters(model):,}",
+             f"{count_parameters(model, trainable_only=True):,}", device)
+    train_model = dist.wrap(model)
+    if dist.world_size() > 1:
+        # Ranks start from identical weights (same seed), but each needs its own dropout masks,
+        # or N ranks regularise like one. The step term gives a resumed run fresh streams too.
+        torch.manual_seed(t.seed + 1_000_003 * dist.rank() + progress.step)
+    return Session(cfg, run, device, model, train_model, optimizer, scheduler, progress, src_tok, tgt_tok,
+                   train_data, valid)
