@@ -20,6 +20,15 @@ FAULTS = {
          "exit 130, resume command printed, last.pt loads; `--resume` ends with weights bitwise equal to an uninterrupted run"),
     "test_crash_while_writing_checkpoint_keeps_previous_one":
         ("crash half-way through writing a checkpoint", "previous checkpoint intact and loadable, no temp file left"),
+    "test_sigkill_loses_only_the_updates_since_the_last_periodic_save":
+        ("SIGKILL mid-epoch with training.save_every_steps=4, before any validation",
+         "last.pt from the newest periodic save (step 8 or later) loads; `--resume` ends with weights bitwise equal to an uninterrupted run"),
+    "test_save_every_minutes_writes_last_pt_between_validations":
+        ("training.save_every_minutes shorter than an update", "last.pt written after every update that no validation or the end of training saves anyway"),
+    "test_a_real_full_device_gives_the_disk_full_error":
+        ("checkpoint written to a real full device (/dev/full)", "the disk-full error, not a torch RuntimeError; previous checkpoint intact, no temp file left"),
+    "test_full_disk_during_training_is_one_line_and_keeps_the_previous_last_pt":
+        ("disk full on the second last.pt of a `seq2seq train` run", "exit 2, one line naming the file, the full disk and what to change; the earlier last.pt loads"),
     "test_unwritable_run_dir_is_found_before_training":
         ("run directory cannot be created (parent is a file)", "exit 2 before training, message names the directory"),
     "test_read_only_run_dir_is_found_before_training":

@@ -1,6 +1,7 @@
 """Self-describing checkpoints, written atomically and loaded without executing code."""
 from __future__ import annotations
 
+import errno
 import os
 import zipfile
 from pathlib import Path
@@ -8,20 +9,31 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainingError
 
 FORMAT = "seq2seq-checkpoint"
 FORMAT_VERSION = 1
 
+DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}
+
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: a crash leaves the old file intact."""
+    """Call write(tmp_path), fsync, then rename over `path`: a crash leaves the old file intact.
+    A full disk is a TrainingError that says so and what to change, not a traceback."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            write(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())  # some filesystems (NFS, quotas) report a full disk only here
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            previous = f"the previous {path.name} is intact" if path.exists() else f"there was no {path.name} yet"
+            raise TrainingError(f"{path}: {DISK_FULL[e.errno]} (could not write the checkpoint; {previous}). Free "
+                                f"space on the filesystem of {path.absolute().parent} or point --run-dir to a larger "
+                                f"disk") from None
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -36,7 +48,14 @@ def atomic_write(path: str | Path, write) -> None:
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Save `payload` (plain tensors, numbers, strings, lists and dicts only) with format tags."""
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    atomic_write(path, lambda tmp: torch.save(data, tmp))
+
+    def write(tmp: Path) -> None:
+        # Through a Python file, not a path: torch's own writer turns a full disk into a
+        # RuntimeError without an errno ("unexpected pos ..."); Python's file keeps the OSError.
+        with open(tmp, "wb") as f:
+            torch.save(data, f)
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -44,7 +44,19 @@ def cmd_train(args) -> int:
     # Resuming without --config keeps the run's own settings (its stopping limits included).
     base = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
     cfg = load_run_config(base, args.set)
-    train(cfg, args.run_dir, resume=args.resume, quiet=args.quiet)
+    from . import distributed
+    try:
+        train(cfg, args.run_dir, resume=args.resume, quiet=args.quiet)
+    finally:
+        distributed.close()
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .start import load_run_config, prepare
+    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    store = prepare(load_run_config(args.config, args.set), run_dir, quiet=args.quiet)
+    print(f"{store.directory}: {len(store):,} pairs")
     return 0
 
 
@@ -182,6 +194,16 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _out_of_memory(e: RuntimeError) -> bool:
+    text = str(e)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent neural machine translation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar or console log (train.log is still written)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prepare", help="train the tokenizers and encode the training corpora into the run's "
+                                       "prepared store (train does this itself when it is missing)")
+    p.add_argument("--config", required=True, help="YAML experiment config")
+    p.add_argument("--run-dir", help="the run directory train will use (default: runs/CONFIG_NAME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a config value")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or console log")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("translate", help="translate raw text, one sentence per line")
     p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory written by train")
@@ -265,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and not _out_of_memory(e):
+            raise
+        print(f"seq2seq {args.command}: error: out of memory ({_first_line(e)}); make the model smaller "
+              f"(model.*.hidden_size, emb_size, tokenizer.vocab_size) or the batches (training.batch_tokens, "
+              f"batch_size; decoding.batch_size)", file=sys.stderr)
+        return 2
     except Interrupted as e:
         print(f"seq2seq {args.command}: {e}", file=sys.stderr)
         return 130

@@ -30,15 +30,31 @@ def _opt(default: Any, help: str, *, min: float | None = None, max: float | None
 
 
 @dataclass(frozen=True)
+class TrainCorpus:
+    path: str = _opt("", "path prefix of the corpus files (PATH.SRC_LANG, PATH.TGT_LANG)")
+    weight: float = _opt(1.0, "share of each epoch's pairs drawn from this corpus, relative to the others",
+                         min=0.0, min_exclusive=True)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     src_lang: str = _opt("en", "source language code; files are PREFIX.SRC_LANG")
     tgt_lang: str = _opt("de", "target language code; files are PREFIX.TGT_LANG")
-    train: str = _opt("data/multi30k/train", "path prefix of the training files (relative to the working directory)")
+    train: Union[str, list[TrainCorpus]] = _opt(
+        "data/multi30k/train", "path prefix of the training files (relative to the working directory), or a list "
+        "of corpora `- {path: PREFIX, weight: W}` whose pairs each epoch draws in proportion to their weights")
     valid: str = _opt("data/multi30k/val", "path prefix of the validation files")
     test: Optional[str] = _opt("data/multi30k/test_2016_flickr", "path prefix of a test set (used by scripts), or null")
     max_src_len: int = _opt(100, "training pairs whose source has more pieces are dropped (and counted)", min=1)
     max_tgt_len: int = _opt(100, "training pairs whose target has more pieces are dropped (and counted)", min=1)
+    max_len_ratio: Optional[float] = _opt(None, "training pairs whose longer side has more than this many times "
+                                          "the pieces of the shorter are dropped (and counted); null: no limit",
+                                          min=1.0)
+    drop_identical: bool = _opt(True, "drop (and count) training pairs whose source is identical to their target")
     skip_invalid_utf8: bool = _opt(False, "skip (and count) lines that are not UTF-8 instead of stopping")
+    num_workers: int = _opt(1, "processes that encode the training corpora when preparing the store", min=1)
+    cache_dir: Optional[str] = _opt(None, "where prepared stores go, one per set of inputs, shared by every run "
+                                    "that uses the same data and tokenizers (null: RUN_DIR/prepared)")
     src_prefix_tag: bool = _opt(False, "start every source with the target-language tag <2TGT_LANG> (one "
                                 "SentencePiece piece) so one model can serve several targets; sources that "
                                 "already start with a <2xx> tag keep theirs")
@@ -50,6 +66,8 @@ class TokenizerConfig:
     vocab_size: int = _opt(8000, "pieces per SentencePiece model", min=8)
     model_type: Literal["bpe", "unigram"] = _opt("bpe", "SentencePiece algorithm")
     character_coverage: float = _opt(1.0, "share of characters the model must cover", min=0.9, max=1.0)
+    sample_size: int = _opt(1_000_000, "SentencePiece trains on at most this many training pairs, a seeded "
+                            "sample drawn while streaming the corpora (all of them when fewer)", min=1)
     drop_unseen: bool = _opt(False, "each side's vocabulary keeps only the pieces its training text uses "
                              "(as OpenNMT-py builds vocabularies): smaller embeddings and output layer; "
                              "other pieces are spelled out in characters")
@@ -123,6 +141,10 @@ class TrainingConfig:
     valid_every: int = _opt(1000, "validate every N updates (and at the end of each epoch)", min=1)
     valid_at_epoch_end: bool = _opt(True, "also validate at the end of each epoch")
     log_every: int = _opt(100, "write a training line to train.log every N updates", min=1)
+    save_every_minutes: Optional[float] = _opt(
+        10.0, "also write last.pt after this many minutes of training (validation not counted) since it was "
+        "last written, so a killed run loses at most that much (null: off)", min=0.0, min_exclusive=True)
+    save_every_steps: Optional[int] = _opt(None, "also write last.pt every N updates (null: off)", min=1)
     early_stop_metric: Literal["bleu", "chrf", "loss"] = _opt("bleu", "validation metric for best/early stopping")
     patience: Optional[int] = _opt(10, "stop after N validations without improvement (null: never)", min=1)
     keep_best: int = _opt(3, "how many best checkpoints to keep besides best.pt and last.pt", min=0)
@@ -203,7 +225,13 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
+            if len(args) == len(typing.get_args(tp)):
+                raise ConfigError(f"{path}: null is not allowed")
             return None
+        # str | list[...]: the value's own kind picks the branch
+        lists = [a for a in args if typing.get_origin(a) is list]
+        if lists and isinstance(value, list):
+            return _check_value(path, lists[0], value, meta)
         return _check_value(path, args[0], value, meta)
     if value is None:
         raise ConfigError(f"{path}: null is not allowed, expected {_type_name(tp)}")
@@ -237,7 +265,12 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
     elif origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {value!r}")
-        items = [_check_value(f"{path}[{i}]", typing.get_args(tp)[0], v, {}) for i, v in enumerate(value)]
+        item_type = typing.get_args(tp)[0]
+        if dataclasses.is_dataclass(item_type):
+            if not value:
+                raise ConfigError(f"{path}: an empty list")
+            return [_build(item_type, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [_check_value(f"{path}[{i}]", item_type, v, {}) for i, v in enumerate(value)]
         if len(set(items)) != len(items):
             raise ConfigError(f"{path}: repeated entries in {value!r}")
         return items
@@ -307,6 +340,10 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError("training.batch_tokens: set batch_tokens, batch_size or both")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         raise ConfigError(f"training.betas: expected two numbers in [0, 1), got {t.betas!r}")
+    if not isinstance(cfg.data.train, str):
+        for i, corpus in enumerate(cfg.data.train):
+            if not corpus.path:
+                raise ConfigError(f"data.train[{i}].path: every corpus needs the path prefix of its files")
     if cfg.data.src_lang == cfg.data.tgt_lang:
         raise ConfigError("data.tgt_lang: must differ from data.src_lang")
     if cfg.init_from is None and cfg.finetune.freeze:

@@ -15,6 +15,12 @@ def init() -> None:
         tdist.init_process_group(backend)
 
 
+def close() -> None:
+    """Leave the process group (its threads are stopped before the process exits)."""
+    if active():
+        tdist.destroy_process_group()
+
+
 def active() -> bool:
     return tdist.is_available() and tdist.is_initialized()
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .checkpoint import load_checkpoint, unwrap
+from .checkpoint import unwrap
 from .config import Config, deep_merge, to_dict
 from .data import TAG_PATTERN, read_parallel, tag_sources, tags_in
 from .errors import CheckpointError, ConfigError, DataError

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from . import distributed as dist
 from .config import Config, apply_overrides, config_from_dict, dump_yaml, read_yaml
-from .data import ParallelData, encode_parallel, encode_sources, read_parallel, tag_sources, tags_in
-from .errors import ConfigError, DataError, TrainingError
+from .data import encode_parallel, encode_sources, stream_pairs, tag_sources, tags_in
+from .data.store import Store, open_or_prepare, tokenizer_sample
+from .errors import ConfigError, TrainingError
 from .finetune import KEPT_SIDES, Parent, check_architecture, check_kept_side, inherit_from_parent, parent_sample
 from .model import Seq2Seq, build_model, count_parameters, resolve_device
 from .rundir import RunDir
@@ -78,7 +79,7 @@ class Session:
     progress: Progress
     src_tok: Tokenizer
     tgt_tok: Tokenizer
-    train_data: ParallelData
+    train_data: Store
     valid: ValidationSet
 
 
@@ -132,17 +133,24 @@ def prepare_run_dir(run_dir: Path) -> None:
 # Tokenizers: trained, copied from a parent, or transferred
 
 
-def prepare_tokenizers(cfg: Config, run: RunDir, train_src: list[str], train_tgt: list[str],
-                       parent: Parent | None = None) -> tuple[Tokenizer, Tokenizer]:
+def prepare_tokenizers(cfg: Config, run: RunDir, parent: Parent | None = None,
+                       sample: tuple[list[str], list[str]] | None = None) -> tuple[Tokenizer, Tokenizer]:
     """The run's tokenizers, written into the run directory the first time. A side that a
     parent's vocabulary keeps (finetune.vocabulary) gets the parent's SentencePiece model byte
-    for byte; every other side is trained on the new data (with transfer_joint_with_parent, plus
-    a sample of the parent's). With tokenizer.drop_unseen each side then keeps the pieces its
+    for byte; every other side is trained on the training data (at most tokenizer.sample_size
+    pairs of it: `sample`, drawn here when not given; with transfer_joint_with_parent, plus a
+    sample of the parent's). With tokenizer.drop_unseen each side then keeps the pieces its
     training text uses, unless it keeps the parent's whole vocabulary."""
     d, t, ft = cfg.data, cfg.tokenizer, cfg.finetune
     src_file, tgt_file = run.tokenizer_files(cfg)
     src_kept, tgt_kept = run.kept_files()
     kept_sides = KEPT_SIDES[ft.vocabulary] if parent is not None else ()
+    keeps_parent = cfg.init_from is not None and ft.vocabulary == "keep"
+    missing = not src_file.exists() or not tgt_file.exists() or (
+        t.drop_unseen and not keeps_parent and not tgt_kept.exists())
+    if sample is None and (parent is not None or missing):
+        sample = tokenizer_sample(cfg)
+    train_src, train_tgt = sample if sample is not None else ([], [])
     if parent is not None:
         if ft.vocabulary == "keep" and t.joint != parent.config.tokenizer.joint:
             raise ConfigError(f"tokenizer.joint: finetune.vocabulary: keep uses the parent's tokenizer, which has "
@@ -177,7 +185,6 @@ def prepare_tokenizers(cfg: Config, run: RunDir, train_src: list[str], train_tgt
         if not t.joint and not tgt_file.exists():
             train_tokenizer(tgt_text, tgt_file, **options)
         # Fine-tuning with vocabulary keep has copied the parent's lists (or its lack of them).
-        keeps_parent = cfg.init_from is not None and ft.vocabulary == "keep"
         if t.drop_unseen and not keeps_parent and not tgt_kept.exists():
             src_list, tgt_list = side_lists(Tokenizer(src_file), Tokenizer(tgt_file), train_src, train_tgt,
                                             shared=cfg.model.share_embeddings)
@@ -303,16 +310,13 @@ def resumed_config(cfg: Config, stored: Config) -> Config:
                                             max_minutes=t.max_minutes, patience=t.patience))
 
 
-def read_data(cfg: Config) -> tuple[list[str], list[str], list[str], list[str]]:
-    """Training and validation sources and targets, checked."""
+def read_validation(cfg: Config) -> tuple[list[str], list[str]]:
+    """The validation sources and references, read with the same checks as the training corpora
+    (a validation set is small enough to hold)."""
     d = cfg.data
-    train_src, train_tgt = read_parallel(f"{d.train}.{d.src_lang}", f"{d.train}.{d.tgt_lang}",
-                                         skip_invalid_utf8=d.skip_invalid_utf8)
-    valid_src, valid_tgt = read_parallel(f"{d.valid}.{d.src_lang}", f"{d.valid}.{d.tgt_lang}",
-                                         skip_invalid_utf8=d.skip_invalid_utf8)
-    if not any(s.strip() and t.strip() for s, t in zip(train_src, train_tgt)):
-        raise DataError(f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}: no non-empty sentence pairs to train on")
-    return train_src, train_tgt, valid_src, valid_tgt
+    pairs = list(stream_pairs(f"{d.valid}.{d.src_lang}", f"{d.valid}.{d.tgt_lang}",
+                              skip_invalid_utf8=d.skip_invalid_utf8))
+    return [s for s, _ in pairs], [t for _, t in pairs]
 
 
 def validation_set(cfg: Config, valid_src: list[str], valid_tgt: list[str], src_tok: Tokenizer,
@@ -329,6 +333,51 @@ def validation_set(cfg: Config, valid_src: list[str], valid_tgt: list[str], src_
     return ValidationSet(pairs, src_ids, valid_tgt)
 
 
+def prepare_data(cfg: Config, run: RunDir, src_tok: Tokenizer, tgt_tok: Tokenizer, *,
+                 quiet: bool = False) -> Store:
+    """The training corpora's prepared store: reused when its inputs are unchanged, otherwise
+    written by rank 0 while the other processes wait."""
+    files = [*run.tokenizer_files(cfg), *run.kept_files()]
+    store = open_or_prepare(cfg, run.path, src_tok, tgt_tok, files, prepare=dist.is_main(), quiet=quiet)
+    dist.barrier()
+    return store
+
+
+def open_run_dir(run: RunDir, cfg: Config, *, quiet: bool) -> None:
+    """Create the run directory (rank 0), start its log and write the resolved config."""
+    if dist.is_main():
+        prepare_run_dir(run.path)
+        for stale in run.path.glob(".*.pt.tmp*"):  # a checkpoint write cut short by kill -9
+            stale.unlink()
+        setup_logging(run.path, quiet=quiet)
+        run.config_file.write_text(dump_yaml(cfg), encoding="utf-8")
+    else:
+        setup_logging(None, quiet=True)
+    dist.barrier()
+
+
+def load_parent(cfg: Config) -> Parent:
+    """The run that init_from names, checked against this run's architecture."""
+    ft = cfg.finetune
+    parent = Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary)
+    check_architecture(cfg, parent.config, parent.run_dir)
+    if ft.vocabulary != "keep" and "embeddings" in ft.freeze:
+        log.warning("finetune.freeze includes embeddings with a transferred vocabulary: rows of new pieces "
+                    "stay at their random initialisation")
+    return parent
+
+
+def prepare(cfg: Config, run_dir: str | Path, *, quiet: bool = False) -> Store:
+    """`seq2seq prepare`: the run's tokenizers and prepared store, without training (a later
+    `seq2seq train` on the same run directory reuses both)."""
+    dist.init()
+    run = RunDir(run_dir)
+    open_run_dir(run, cfg, quiet=quiet)
+    parent = load_parent(cfg) if cfg.init_from is not None else None
+    src_tok, tgt_tok = prepare_tokenizers(cfg, run, parent)
+    return prepare_data(cfg, run, src_tok, tgt_tok, quiet=quiet)
+
+
 def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool = False) -> Session:
     """Everything a run needs to train, from scratch, resumed from RUN_DIR/last.pt (`resume`),
     or from the parent run that cfg.init_from names."""
@@ -340,35 +389,19 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
             raise TrainingError(f"{run}: nothing to resume (no last.pt)")
         _, saved, stored = run.training_state()
         cfg = resumed_config(cfg, stored)
-    if dist.is_main():
-        prepare_run_dir(run.path)
-        setup_logging(run.path, quiet=quiet)
-        run.config_file.write_text(dump_yaml(cfg), encoding="utf-8")
-    else:
-        setup_logging(None, quiet=True)
-    dist.barrier()
-
-    t, d, ft = cfg.training, cfg.data, cfg.finetune
+    open_run_dir(run, cfg, quiet=quiet)
+    t, ft = cfg.training, cfg.finetune
     device = dist.device_for_rank(resolve_device(t.device))
     if t.num_threads is not None:
         torch.set_num_threads(t.num_threads)
 
-    train_src, train_tgt, valid_src, valid_tgt = read_data(cfg)
-    if d.src_prefix_tag:
-        train_src = tag_sources(train_src, d.tgt_lang)
-    parent = None
-    if cfg.init_from is not None and not resume:
-        parent = Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary)
-        check_architecture(cfg, parent.config, parent.run_dir)
-        if ft.vocabulary != "keep" and "embeddings" in ft.freeze:
-            log.warning("finetune.freeze includes embeddings with a transferred vocabulary: rows of new pieces "
-                        "stay at their random initialisation")
-    src_tok, tgt_tok = prepare_tokenizers(cfg, run, train_src, train_tgt, parent)
-    train_data = encode_parallel(train_src, train_tgt, src_tok, tgt_tok, max_src_len=d.max_src_len,
-                                 max_tgt_len=d.max_tgt_len, name=f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}")
+    valid_src, valid_tgt = read_validation(cfg)  # a missing file is found before hours of preparing
+    parent = load_parent(cfg) if cfg.init_from is not None and not resume else None
+    src_tok, tgt_tok = prepare_tokenizers(cfg, run, parent)
+    train_data = prepare_data(cfg, run, src_tok, tgt_tok, quiet=quiet)
     valid = validation_set(cfg, valid_src, valid_tgt, src_tok, tgt_tok)
     log.info("data: %d training pairs, %d validation pairs; vocabulary %d source / %d target pieces",
-             len(train_data), len(valid_src), len(src_tok), len(tgt_tok))
+             len(train_data), len(valid.refs), len(src_tok), len(tgt_tok))
 
     torch.manual_seed(t.seed)
     model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok)).to(device)

@@ -18,6 +18,7 @@ from . import distributed as dist
 from .checkpoint import save_checkpoint, unwrap
 from .config import Config, to_dict
 from .data import Batch, epoch_batches, iterate_batches
+from .data.store import corpora, epoch_pool
 from .errors import Interrupted, TrainingError  # noqa: F401  (re-exported: the trainer's errors)
 from .start import Progress, Session, begin
 from .update import update
@@ -67,10 +68,12 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
     show_bar = not quiet and sys.stderr.isatty() and dist.is_main()
     stop_reason = None
     clock = time.perf_counter()
+    saved_at = p.elapsed  # training time when last.pt was last written (a resumed run starts from it)
     with StopFlag() as stop_flag:
         while p.epoch <= t.max_epochs and stop_reason is None:
             batches = epoch_batches(s.train_data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=t.seed,
-                                    epoch=p.epoch, rank=dist.rank(), world_size=dist.world_size())
+                                    epoch=p.epoch, rank=dist.rank(), world_size=dist.world_size(),
+                                    pool=drawn_pairs(s))
             bar = tqdm(total=len(batches), initial=p.batch_in_epoch, disable=not show_bar, leave=False,
                        desc=f"epoch {p.epoch}", unit="batch", dynamic_ncols=True)
             logger.start_epoch()
@@ -96,7 +99,10 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
                 if stop_reason is None and p.step % t.valid_every == 0:
                     if validate_and_save(s, logger):
                         stop_reason = "early stopping"
-                    clock = time.perf_counter()  # validation time does not count as training time
+                    saved_at, clock = p.elapsed, time.perf_counter()  # validation is not training time
+                elif stop_reason is None and save_due(s, saved_at):
+                    save_between_validations(s, saved_at)
+                    saved_at, clock = p.elapsed, time.perf_counter()  # nor is writing a checkpoint
                 if stop_reason is None and dist.any_rank(stop_flag.signal_name is not None):
                     bar.close()
                     interrupt(s, stop_flag.signal_name)
@@ -108,8 +114,10 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
                 p.batch_in_epoch = 0
                 # An epoch that ends on a valid_every step was just validated: once is enough
                 # (a repeat would count as a validation without improvement).
-                if t.valid_at_epoch_end and p.last_valid_step != p.step and validate_and_save(s, logger):
-                    stop_reason = "early stopping"
+                if t.valid_at_epoch_end and p.last_valid_step != p.step:
+                    if validate_and_save(s, logger):
+                        stop_reason = "early stopping"
+                    saved_at = p.elapsed
                 clock = time.perf_counter()
         if stop_reason is None:
             stop_reason = f"reached training.max_epochs={t.max_epochs}"
@@ -123,6 +131,17 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
              p.best_step)
     return {"step": p.step, "best_score": p.best_score, "best_step": p.best_step, "elapsed": p.elapsed,
             "stop_reason": stop_reason}
+
+
+def drawn_pairs(s: Session):
+    """With several weighted corpora, the pairs this epoch draws from each (logged); None with one."""
+    corpus_list = corpora(s.cfg)
+    pool = epoch_pool(s.train_data, [c.weight for c in corpus_list], seed=s.cfg.training.seed, epoch=s.progress.epoch)
+    if pool is not None and s.progress.batch_in_epoch == 0:
+        counts = [int(((pool >= a) & (pool < b)).sum()) for a, b in s.train_data.corpus_ranges()]
+        log.info("epoch %d draws %s", s.progress.epoch, ", ".join(
+            f"{n:,} pairs ({100 * n / len(pool):.1f} %) from {c.prefix}" for n, c in zip(counts, corpus_list)))
+    return pool
 
 
 def update_groups(batches: Iterator[Batch], accum_steps: int) -> Iterator[list[Batch]]:
@@ -175,7 +194,7 @@ class TrainLog:
                         next_valid=f"{t.valid_every - p.step % t.valid_every} steps")
         if dist.is_main():
             record = {"step": p.step, "epoch": p.epoch, "loss": loss, "lr": lr, "tokens_per_second": rate,
-                      "elapsed": round(p.elapsed, 1)}
+                      "elapsed": round(p.elapsed, 1), "time": round(time.time(), 3)}
             with open(s.run.train_records, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -241,6 +260,24 @@ def limits_reached(s: Session) -> str | None:
     if t.max_minutes is not None and dist.any_rank(p.elapsed >= 60 * t.max_minutes):
         return f"reached training.max_minutes={t.max_minutes}"
     return None
+
+
+def save_due(s: Session, saved_at: float) -> bool:
+    """Whether last.pt is due between validations: every training.save_every_steps updates, or
+    training.save_every_minutes of training time after it was last written (`saved_at`)."""
+    t, p = s.cfg.training, s.progress
+    if t.save_every_steps is not None and p.step % t.save_every_steps == 0:
+        return True  # the same on every rank, so all ranks skip the collective below together
+    # Ranks' clocks differ; only rank 0 writes, but every rank resets its clock after a save.
+    return t.save_every_minutes is not None and dist.any_rank(p.elapsed - saved_at >= 60 * t.save_every_minutes)
+
+
+def save_between_validations(s: Session, saved_at: float) -> None:
+    """last.pt as a validation or a signal would write it, so a kill -9 or an out-of-memory
+    kill loses little; it reads state (RNG included) without changing it, so resuming is exact."""
+    save(s, "last.pt", full=True)
+    log.info("step %d: saved %s (%.1f minutes of training since the previous save)", s.progress.step, s.run.last,
+             (s.progress.elapsed - saved_at) / 60)
 
 
 def interrupt(s: Session, signal_name: str) -> None:

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from seq2seq.data import (DataError, ParallelData, batch_indices, encode_parallel, epoch_batches, make_batch,
+from seq2seq.data import (DataError, ParallelData, batch_indices, encode_parallel, epoch_batches, make_batch, plan_batches,
                           read_lines, read_parallel)
 from seq2seq.tokenizer import BOS, EOS, PAD
 
@@ -53,10 +53,10 @@ def tiny_data(n: int = 300) -> ParallelData:
 def test_epoch_batches_are_reproducible_and_change_with_the_epoch():
     data = tiny_data()
     kwargs = dict(batch_tokens=300, batch_size=16)
-    one = epoch_batches(data, seed=1, epoch=1, **kwargs)
-    assert one == epoch_batches(data, seed=1, epoch=1, **kwargs)
-    assert one != epoch_batches(data, seed=1, epoch=2, **kwargs)
-    assert one != epoch_batches(data, seed=2, epoch=1, **kwargs)
+    one = list(epoch_batches(data, seed=1, epoch=1, **kwargs))
+    assert one == list(epoch_batches(data, seed=1, epoch=1, **kwargs))
+    assert one != list(epoch_batches(data, seed=1, epoch=2, **kwargs))
+    assert one != list(epoch_batches(data, seed=2, epoch=1, **kwargs))
     for other in (epoch_batches(data, seed=1, epoch=2, **kwargs), epoch_batches(data, seed=2, epoch=1, **kwargs)):
         assert sorted(i for b in other for i in b) == list(range(len(data)))
 
@@ -154,3 +154,44 @@ def test_encode_parallel_without_limits_keeps_long_pairs():
 def test_encode_parallel_with_nothing_left_is_an_error():
     with pytest.raises(DataError, match="no sentence pairs left"):
         encode_parallel(["", "a"], ["b", ""], WordTokenizer(), WordTokenizer(), name="empty")
+
+
+def list_batches(src_lens, tgt_lens, *, batch_tokens, batch_size, seed):
+    """The batching of earlier versions, over Python lists: what plan_batches must reproduce."""
+    rng = random.Random(seed)
+    order = list(range(len(src_lens)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: (tgt_lens[i], src_lens[i]))
+    batches, current, longest = [], [], 0
+    for i in order:
+        size = max(src_lens[i], tgt_lens[i])
+        new_longest = max(longest, size)
+        too_many = batch_size is not None and len(current) + 1 > batch_size
+        too_big = batch_tokens is not None and new_longest * (len(current) + 1) > batch_tokens
+        if current and (too_many or too_big):
+            batches.append(current)
+            current, new_longest = [], size
+        current.append(i)
+        longest = new_longest
+    batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+@pytest.mark.parametrize("batch_tokens, batch_size", [(300, 16), (None, 10), (500, None)])
+def test_batch_plans_are_the_batches_of_list_based_bucketing(batch_tokens, batch_size):
+    src, tgt = random_lengths(2000, seed=9)
+    plan = plan_batches(torch.tensor(src), torch.tensor(tgt), batch_tokens=batch_tokens, batch_size=batch_size,
+                        shuffle=True, seed=4)
+    assert list(plan) == list_batches(src, tgt, batch_tokens=batch_tokens, batch_size=batch_size, seed=4)
+
+
+def test_bucketing_in_pools_still_covers_every_pair_once(monkeypatch):
+    from seq2seq.data import batches as batches_module
+    monkeypatch.setattr(batches_module, "POOL", 256)  # a corpus larger than one pool
+    src, tgt = random_lengths(1000, seed=2)
+    plan = plan_batches(torch.tensor(src), torch.tensor(tgt), batch_tokens=300, batch_size=16, shuffle=True, seed=1)
+    assert sorted(i for b in plan for i in b) == list(range(1000))
+    # within a pool, batches still hold pairs of similar length
+    spread = [max(tgt[i] for i in b) - min(tgt[i] for i in b) for b in plan]
+    assert sum(spread) / len(spread) < 2

@@ -25,6 +25,7 @@ fit(session, quiet=True)
 save_checkpoint(f"{run_dir}/final.rank{dist.rank()}.pt",
                 {"config": {}, "model": session.model.state_dict(), "step": session.progress.step,
                  "rng": {"torch": torch.get_rng_state()}})
+dist.close()
 """
 
 

@@ -73,7 +73,7 @@ def start_child(cfg, run_dir: Path):
     run_dir.mkdir(parents=True, exist_ok=True)
     ft = cfg.finetune
     parent = finetune.Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary)
-    src_tok, tgt_tok = prepare_tokenizers(cfg, RunDir(run_dir), src, tgt, parent)
+    src_tok, tgt_tok = prepare_tokenizers(cfg, RunDir(run_dir), parent, (src, tgt))
     torch.manual_seed(cfg.training.seed)
     model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
     fresh = {k: v.clone() for k, v in model.state_dict().items()}

@@ -1,8 +1,11 @@
 """Fault injection: every promise of the reliability issue, each checked by making it fail."""
 from __future__ import annotations
 
+import builtins
+import errno
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -134,6 +137,52 @@ def test_signal_saves_last_and_resume_matches_uninterrupted_run(tmp_path, small_
     assert_same_weights(weights(run_dir / "last.pt"), weights(uninterrupted_run / "last.pt"))
 
 
+def test_sigkill_loses_only_the_updates_since_the_last_periodic_save(tmp_path, small_data, uninterrupted_run):
+    # Validation is 10,000 steps away and the epoch ends near step 32: before that, only the
+    # periodic save can put a last.pt on disk, and SIGKILL leaves no chance to write one.
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config(small_data, max_steps=45, save_every_steps=4,
+                                                  save_every_minutes=None)))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, "train", "--config", str(config),
+                             "--run-dir", str(run_dir), "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        log_file = run_dir / "train.log"
+        if log_file.exists() and "step 8: saved" in log_file.read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended (or never saved at step 8) before it could be killed"
+    proc.kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err
+    stopped = load_checkpoint(run_dir / "last.pt")
+    assert stopped["step"] % 4 == 0 and 8 <= stopped["step"] < 30
+    assert stopped["progress"]["last_valid_step"] == -1, "written by the periodic save, not by a validation"
+
+    resumed = subprocess.run([sys.executable, "-m", "seq2seq", "train", "--run-dir", str(run_dir), "--resume",
+                              "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 45
+    # The uninterrupted run saved only at validations: saving more often changed nothing.
+    assert_same_weights(weights(run_dir / "last.pt"), weights(uninterrupted_run / "last.pt"))
+
+
+def test_save_every_minutes_writes_last_pt_between_validations(tmp_path, small_data):
+    # A clock far shorter than any update: last.pt is due after every update, except where a
+    # validation (steps 5 and 10) or the end of training (step 12) writes it anyway.
+    run_dir = tmp_path / "clock"
+    train(config_from_dict(small_config(small_data, max_steps=12, valid_every=5, save_every_minutes=1e-9)),
+          run_dir, quiet=True)
+    saved = [int(step) for step in re.findall(r"step (\d+): saved \S*last\.pt", train_log(run_dir))]
+    assert saved == [1, 2, 3, 4, 6, 7, 8, 9, 11]
+    # With the default (10 minutes) a run of seconds writes last.pt at validations only.
+    run_dir = tmp_path / "default"
+    train(config_from_dict(small_config(small_data, max_steps=6, valid_every=5)), run_dir, quiet=True)
+    assert "saved" not in train_log(run_dir) and load_checkpoint(run_dir / "last.pt")["step"] == 6
+
+
 def test_crash_while_writing_checkpoint_keeps_previous_one(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     old = {"config": {}, "model": {"w": torch.arange(1000.0)}}
@@ -143,15 +192,57 @@ def test_crash_while_writing_checkpoint_keeps_previous_one(tmp_path, monkeypatch
 
     def half_then_crash(obj, f):  # the disk fills up half-way through the new file
         real_save(obj, f)
-        Path(f).write_bytes(Path(f).read_bytes()[:Path(f).stat().st_size // 2])
-        raise OSError(28, "No space left on device")
+        f.truncate(f.tell() // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", half_then_crash)
-    with pytest.raises(OSError):
+    with pytest.raises(TrainingError, match="the disk is full"):
         save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(1000)}})
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["model"]["w"], old["model"]["w"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"], "no temporary file may be left behind"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_real_full_device_gives_the_disk_full_error(tmp_path):
+    # /dev/full answers every write with ENOSPC, as a full disk does; the temporary file that
+    # atomic_write is about to create points there. (torch.save given a path would turn this
+    # into a RuntimeError without an errno.)
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}})
+    (tmp_path / f".last.pt.tmp{os.getpid()}").symlink_to("/dev/full")
+    with pytest.raises(TrainingError, match="the disk is full"):
+        save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(3)}})
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_full_disk_during_training_is_one_line_and_keeps_the_previous_last_pt(tmp_path, small_data, capsys,
+                                                                               monkeypatch):
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config(small_data, max_steps=20, save_every_steps=3,
+                                                  save_every_minutes=None)))
+    run_dir = tmp_path / "run"
+    real_save = torch.save
+    last_writes = {"n": 0}
+
+    def full_on_second_last_pt(obj, f):  # last.pt is written at steps 3 and 6; the disk fills at 6
+        if Path(f.name).name.startswith(".last.pt.tmp"):
+            last_writes["n"] += 1
+            if last_writes["n"] == 2:
+                f.write(b"PK\x03\x04 the first bytes of a checkpoint")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_on_second_last_pt)
+    code, err = run_main(["train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"], capsys)
+    monkeypatch.undo()
+    assert code == 2 and last_writes["n"] == 2
+    line = one_line_error(err, "train")
+    assert f"{run_dir / 'last.pt'}: the disk is full" in line
+    assert "the previous last.pt is intact" in line and str(run_dir) in line and "--run-dir" in line
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 3
+    assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name], "no temporary file may be left behind"
 
 
 def test_unwritable_run_dir_is_found_before_training(tmp_path, small_data, capsys):
@@ -361,14 +452,14 @@ def test_missing_files_and_directories_are_one_line_errors(tmp_path, capsys, pro
 
 def test_unreadable_files_are_one_line_errors(tmp_path, capsys, monkeypatch):
     d = write_synthetic(tmp_path / "data", train=50, valid=10, test=10)
-    real = Path.read_bytes
+    real = builtins.open
 
-    def read_bytes(self):  # chmod does not stop root, so the refusal is injected
-        if self.name == "train.src":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def refusing_open(file, *args, **kwargs):  # chmod does not stop root, so the refusal is injected
+        if str(file).endswith("train.src"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(builtins, "open", refusing_open)
     code, err = train_cli(tmp_path, d, capsys)
     assert code == 2
     assert f"{d / 'train.src'}: cannot read (Permission denied)" in one_line_error(err, "train")

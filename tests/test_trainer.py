@@ -184,7 +184,7 @@ def test_drop_unseen_with_shared_embeddings_keeps_one_list_for_both_sides(tmp_pa
     raw = tiny_config_dict(synthetic_dir, tokenizer={"drop_unseen": True},
                            model={"share_embeddings": True, "encoder": {"emb_size": 32}, "decoder": {"emb_size": 32}})
     src, tgt = read_parallel(synthetic_dir / "train.src", synthetic_dir / "train.tgt")
-    src_tok, tgt_tok = prepare_tokenizers(config_from_dict(raw), RunDir(tmp_path), src, tgt)
+    src_tok, tgt_tok = prepare_tokenizers(config_from_dict(raw), RunDir(tmp_path), sample=(src, tgt))
     assert src_tok.kept == tgt_tok.kept
     # Both languages' pieces are on both sides: neither is spelled out.
     full = Tokenizer(tmp_path / "spm.joint.model")

@@ -1,18 +1,18 @@
-"""Parallel text: read and check files, encode, filter by length, and cut length-bucketed
-batches within a token budget."""
+"""Text files: read and check them (whole, or streamed pair by pair), language tags, and the
+encode/decode functions that validation and `translate` share."""
 from __future__ import annotations
 
 import logging
-import random
 import re
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 
-from .errors import DataError
-from .tokenizer import BOS, EOS, PAD, Tokenizer
+from ..errors import DataError
+from ..tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,76 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path, *,
     return src, tgt
 
 
+class SkippedLines:
+    """Counts pairs skipped for invalid UTF-8 while streaming (data.skip_invalid_utf8)."""
+
+    def __init__(self):
+        self.src = self.tgt = self.pairs = 0
+
+
+def _decode(raw: bytes, path: Path, number: int, skip: bool) -> str | None:
+    try:
+        return raw.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as e:
+        if not skip:
+            raise DataError(f"{path}:{number}: not valid UTF-8 (byte {e.start}); "
+                            "fix the file or set data.skip_invalid_utf8: true") from None
+        return None
+
+
+def _open(path: Path):
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a text file")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def stream_pairs(src_path: str | Path, tgt_path: str | Path, *, skip_invalid_utf8: bool = False,
+                 skipped: SkippedLines | None = None) -> Iterator[tuple[str, str]]:
+    """The pairs of two line-aligned files, one at a time, in bounded memory. Lines are split on
+    \\n only (a stray \\r or U+2028 inside a line must not shift the pairing). Different line
+    counts and invalid UTF-8 are errors naming the file (and line) when they are reached; with
+    `skip_invalid_utf8` such pairs are left out and counted in `skipped`."""
+    src_path, tgt_path = Path(src_path), Path(tgt_path)
+    skipped = skipped if skipped is not None else SkippedLines()
+    with _open(src_path) as src_file, _open(tgt_path) as tgt_file:
+        for number, (src_raw, tgt_raw) in enumerate(zip_longest(src_file, tgt_file), start=1):
+            if src_raw is None or tgt_raw is None:
+                src_count = number - 1 + (src_raw is not None) + sum(1 for _ in src_file)
+                tgt_count = number - 1 + (tgt_raw is not None) + sum(1 for _ in tgt_file)
+                raise DataError(f"{src_path} has {src_count} lines but {tgt_path} has {tgt_count}: "
+                                "parallel files must have one line per sentence pair")
+            src = _decode(src_raw.removesuffix(b"\n"), src_path, number, skip_invalid_utf8)
+            tgt = _decode(tgt_raw.removesuffix(b"\n"), tgt_path, number, skip_invalid_utf8)
+            if src is None or tgt is None:
+                skipped.src += src is None
+                skipped.tgt += tgt is None
+                skipped.pairs += 1
+                continue
+            yield src, tgt
+
+
 @dataclass
 class ParallelData:
-    """Encoded sentence pairs; target ids carry neither BOS nor EOS."""
+    """Encoded sentence pairs held in memory (validation sets, tests); target ids carry neither
+    BOS nor EOS. A prepared store (store.py) offers the same `lengths` and `pair`."""
     src: list[list[int]]
     tgt: list[list[int]]
 
     def __len__(self) -> int:
         return len(self.src)
+
+    def lengths(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source and target lengths in pieces, (len(self),) each."""
+        return (torch.tensor([len(s) for s in self.src], dtype=torch.int32),
+                torch.tensor([len(t) for t in self.tgt], dtype=torch.int32))
+
+    def pair(self, i: int) -> tuple[list[int], list[int]]:
+        return self.src[i], self.tgt[i]
 
 
 def encode_parallel(src_lines: Sequence[str], tgt_lines: Sequence[str], src_tok: Tokenizer, tgt_tok: Tokenizer,
@@ -94,98 +156,6 @@ def encode_parallel(src_lines: Sequence[str], tgt_lines: Sequence[str], src_tok:
     if not keep_src:
         raise DataError(f"{name}: no sentence pairs left after dropping {empty} empty and {too_long} over-long pairs")
     return ParallelData(keep_src, keep_tgt)
-
-
-@dataclass
-class Batch:
-    """Padded tensors for one batch, batch first."""
-    src: torch.Tensor        # (batch, src_len) piece ids, PAD-filled
-    src_lengths: torch.Tensor  # (batch,) on CPU, as packing wants
-    tgt_in: torch.Tensor     # (batch, tgt_len + 1) BOS + target
-    tgt_out: torch.Tensor    # (batch, tgt_len + 1) target + EOS
-    indices: list[int]       # positions of these pairs in the dataset
-
-    @property
-    def num_tgt_tokens(self) -> int:
-        return int((self.tgt_out != PAD).sum())
-
-    def to(self, device: torch.device) -> "Batch":
-        return Batch(self.src.to(device, non_blocking=True), self.src_lengths,
-                     self.tgt_in.to(device, non_blocking=True), self.tgt_out.to(device, non_blocking=True),
-                     self.indices)
-
-
-def pad(seqs: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Stack id lists into a (len(seqs), longest) tensor filled with PAD."""
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
-def make_batch(data: ParallelData, indices: Sequence[int]) -> Batch:
-    src = [data.src[i] for i in indices]
-    tgt = [data.tgt[i] for i in indices]
-    return Batch(
-        src=pad(src),
-        src_lengths=torch.tensor([len(s) for s in src], dtype=torch.long),
-        tgt_in=pad([[BOS] + t for t in tgt]),
-        tgt_out=pad([t + [EOS] for t in tgt]),
-        indices=list(indices),
-    )
-
-
-def batch_indices(src_lens: Sequence[int], tgt_lens: Sequence[int], *, batch_tokens: int | None,
-                  batch_size: int | None, shuffle: bool, seed: int = 0) -> list[list[int]]:
-    """Group sentence indices into batches of similar length.
-
-    A batch holds at most `batch_size` sentences and, when `batch_tokens` is set, at most that
-    many tokens counted as sentences * longest side (padding included). Every index appears in
-    exactly one batch. With `shuffle`, ties in length are broken at random and the batch order
-    is shuffled, both from `seed`, so a (seed, epoch) pair always gives the same batches.
-    """
-    rng = random.Random(seed)
-    order = list(range(len(src_lens)))
-    if shuffle:
-        rng.shuffle(order)  # random tie-breaking among equal lengths (sort is stable)
-    order.sort(key=lambda i: (tgt_lens[i], src_lens[i]))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        size = max(src_lens[i], tgt_lens[i])
-        new_longest = max(longest, size)
-        too_many = batch_size is not None and len(current) + 1 > batch_size
-        too_big = batch_tokens is not None and new_longest * (len(current) + 1) > batch_tokens
-        if current and (too_many or too_big):
-            batches.append(current)
-            current, new_longest = [], size
-        current.append(i)
-        longest = new_longest
-    if current:
-        batches.append(current)
-    if shuffle:
-        rng.shuffle(batches)
-    return batches
-
-
-def epoch_batches(data: ParallelData, *, batch_tokens: int | None, batch_size: int | None,
-                  seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
-    """The batches of one training epoch (the same for a given seed and epoch); under
-    distributed training each rank takes a disjoint, equally long share."""
-    src_lens = [len(s) for s in data.src]
-    tgt_lens = [len(t) + 1 for t in data.tgt]  # + BOS/EOS
-    batches = batch_indices(src_lens, tgt_lens, batch_tokens=batch_tokens, batch_size=batch_size,
-                            shuffle=True, seed=seed * 100_003 + epoch)
-    if world_size > 1:
-        usable = len(batches) - len(batches) % world_size  # equal counts keep collective ops in step
-        batches = batches[rank:usable:world_size]
-    return batches
-
-
-def iterate_batches(data: ParallelData, batches: Sequence[Sequence[int]], start: int = 0) -> Iterator[Batch]:
-    for indices in batches[start:]:
-        yield make_batch(data, indices)
 
 
 TAG_PATTERN = re.compile(r"<2[^<>\s]+>")
