@@ -175,7 +175,7 @@ def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.dev
         for group in update_groups(iterate_batches(s.train_data, batches), t.accum_steps):
             update(s.train_model, s.optimizer, [b.to(s.device) for b in group], clip_norm=t.clip_norm,
                    label_smoothing=t.label_smoothing, loss_normalization=t.loss_normalization,
-                   accum_steps=t.accum_steps)
+                   accum_steps=t.accum_steps, precision=s.precision, scaler=s.scaler)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             now = time.perf_counter()
@@ -206,6 +206,7 @@ def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.dev
     achieved = rate(flops) / 1e9
     return {
         "steps": len(records), "warmup_steps": warmup, "train_call_s": wall, "train_call_cpu_s": cpu,
+        "precision": s.precision,
         "median_step_s": med(seconds),
         "tgt_tok_s": rate(tgt), "tgt_tok_s_incl_eos": rate(tgt_eos),
         "src_tgt_tok_s": rate([a + b for a, b in zip(src, tgt_eos)]),
@@ -235,7 +236,8 @@ def bench_decoding(run_dir: Path, sources: list[str], refs: list[str], *, beam: 
     memory = peak_memory(device)
     scores = score_all(texts, refs)
     pieces = sum(len(h[0].tokens) for h in hyps)
-    return {"beam": beam, "quantize": quantize or "float32", "batch_size": batch_size, "sentences": len(sources),
+    return {"beam": beam, "quantize": quantize or "float32", "precision": translator.precision,
+            "batch_size": batch_size, "sentences": len(sources),
             "seconds": seconds, "cpu_seconds": cpu, "sent_s": len(sources) / seconds, "tgt_tok_s": pieces / seconds,
             "bleu": scores["bleu"], "chrf": scores["chrf"], "bleu_signature": scores["bleu_signature"],
             **{f"decode_{k}": v for k, v in memory.items()}}

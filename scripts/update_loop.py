@@ -50,11 +50,12 @@ def setup(args: argparse.Namespace, overrides: Sequence[str] = ()) -> tuple[Conf
     return cfg, model, iterate_batches(data, batches)
 
 
-def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, cfg: Config) -> int:
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, cfg: Config,
+           precision: str = "fp32") -> int:
     """One training update on `batch`, as the trainer makes it; returns its target tokens (EOS included)."""
     t = cfg.training
     return train_update(model, optimizer, [batch], clip_norm=t.clip_norm, label_smoothing=t.label_smoothing,
-                        loss_normalization=t.loss_normalization).tokens
+                        loss_normalization=t.loss_normalization, precision=precision).tokens
 
 
 def alternate(run: Callable[[str], float], first: str, second: str, *, rounds: int) -> float:

@@ -88,7 +88,7 @@ def cmd_translate(args) -> int:
         from .plot import _pyplot
         _pyplot()  # a missing matplotlib is reported before any translation work
     translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint,
-                                 quantize=args.quantize)
+                                 quantize=args.quantize, precision=args.precision)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, length_penalty=args.length_penalty,
                    max_len_ratio=args.max_len_ratio)
     nbest = args.nbest or 1
@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--quantize", choices=["int8"],
                    help="int8 dynamic quantization of the linear and encoder RNN layers (CPU only)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="float type of the products: bf16/fp16 (weights stay float32), auto: bf16 on a GPU "
+                        "or a CPU with AMX (default: the run's decoding.precision)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU")
@@ -291,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # e.g. --device cuda without a GPU
-        if "device" in str(e):
+        if "device" in str(e) or "precision" in str(e):
             print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -149,6 +149,10 @@ class TrainingConfig:
     patience: Optional[int] = _opt(10, "stop after N validations without improvement (null: never)", min=1)
     keep_best: int = _opt(3, "how many best checkpoints to keep besides best.pt and last.pt", min=0)
     tensorboard: bool = _opt(False, "also log to RUN_DIR/tensorboard (needs the tensorboard package)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
+        "fp32", "float type of the matrix products: fp32; bf16 or fp16 (mixed precision: weights, optimizer "
+        "state, loss and checkpoints stay float32; fp16 scales the loss); auto: bf16 on a GPU that has it "
+        "(else fp16) and on a CPU with AMX, fp32 elsewhere")
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,8 @@ class DecodingConfig:
                                 min=0.0)
     max_len_offset: int = _opt(10, "see max_len_ratio", min=1)
     batch_size: int = _opt(64, "sentences per decoding batch", min=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
+        "fp32", "float type of decoding's matrix products (translate --precision; see training.precision)")
 
 
 FreezablePart = Literal["embeddings", "encoder", "decoder"]

@@ -176,7 +176,9 @@ class Decoder(nn.Module):
                 i_r, i_z, i_n = gi.chunk(3, dim=-1)
                 h_r, h_z, h_n = gh.chunk(3, dim=-1)
                 r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-                h = torch.lerp(torch.tanh(i_n + r * h_n), h_prev, z)
+                n = torch.tanh(i_n + r * h_n)
+                # lerp wants one dtype; under autocast the state may still be float32
+                h = torch.lerp(n, h_prev.to(n.dtype), z.to(n.dtype))
             new_h.append(h)
         query = new_h[-1]  # (batch, hidden)
         projected = ops.query(query) if ops.query is not None else query

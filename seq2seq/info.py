@@ -69,8 +69,9 @@ def run_info(run_dir: str | Path, checkpoint: str = "best.pt") -> dict[str, Any]
                        f"{m.decoder.hidden_size}, {m.decoder.attention} attention, input feeding "
                        f"{'on' if m.decoder.input_feeding else 'off'}, dropout {m.decoder.dropout}",
             "training": f"{t.optimizer} lr {t.lr}, batch {t.batch_size} sentences / {t.batch_tokens} tokens, "
-                        f"label smoothing {t.label_smoothing}, scheduler {t.scheduler}",
-            "decoding": f"beam {cfg.decoding.beam_size}, length penalty {cfg.decoding.length_penalty}",
+                        f"label smoothing {t.label_smoothing}, scheduler {t.scheduler}, precision {t.precision}",
+            "decoding": f"beam {cfg.decoding.beam_size}, length penalty {cfg.decoding.length_penalty}, "
+                        f"precision {cfg.decoding.precision}",
         },
     }
     return info

@@ -6,6 +6,10 @@ the adds move as much memory as the multiplies do arithmetic. `StepLinear` inste
 each step compute only the gradient for its input, keeps the step's (input, output
 gradient) pair, and forms the weight gradient for all steps at once, G^T X, when the
 backward pass reaches the weight. Results equal plain autograd up to float rounding.
+
+Under autocast (bf16 or fp16) the forward product runs in the low precision; the backward
+products run in the gradients' type, and the weight gradient comes back in the weight's own
+type (float32), as autograd would give it.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ class _CollectWeightGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, store):
         ctx.store = store
+        ctx.weight_dtype = weight.dtype
         ctx.set_materialize_grads(False)
         return weight.view_as(weight)
 
@@ -26,10 +31,10 @@ class _CollectWeightGrad(torch.autograd.Function):
     def backward(ctx, grad):
         if not ctx.store:  # the weight was not used by any step
             return grad, None
-        inputs = torch.cat([x for x, _ in ctx.store])     # (steps * batch, in)
         grads = torch.cat([g for _, g in ctx.store])      # (steps * batch, out)
+        inputs = torch.cat([x for x, _ in ctx.store]).to(grads.dtype)  # (steps * batch, in)
         ctx.store.clear()
-        weight_grad = grads.t() @ inputs                  # (out, in)
+        weight_grad = (grads.t() @ inputs).to(ctx.weight_dtype)  # (out, in)
         return (weight_grad if grad is None else weight_grad + grad), None
 
 
@@ -46,7 +51,7 @@ class _InputGradOnly(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         ctx.store.append((x, grad_out))
-        return grad_out @ weight, None, None
+        return (grad_out @ weight.to(grad_out.dtype)).to(x.dtype), None, None
 
 
 class StepLinear:

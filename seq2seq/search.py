@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from .data import pad
+from .precision import autocast
 from .tokenizer import BOS, EOS
 
 
@@ -193,9 +194,10 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
 
 def translate_ids(model, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
                   alpha: float, max_len_ratio: float, max_len_offset: int, nbest: int = 1,
-                  device: torch.device | None = None, return_attention: bool = False) -> list[list[Hypothesis]]:
+                  device: torch.device | None = None, return_attention: bool = False,
+                  precision: str = "fp32") -> list[list[Hypothesis]]:
     """Search every source; results come back in input order. Empty sources give an empty
-    hypothesis without running the model."""
+    hypothesis without running the model. The model's products run in `precision`."""
     device = device or next(model.parameters()).device
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
     # Sorting by length keeps padding (and wasted work) low inside a batch.
@@ -208,12 +210,13 @@ def translate_ids(model, src_ids: Sequence[Sequence[int]], *, beam_size: int, ba
             src = pad([src_ids[i] for i in chunk]).to(device)
             lengths = torch.tensor([len(src_ids[i]) for i in chunk])
             max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
-            if beam_size == 1 and nbest == 1:
-                hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
-                                     return_attention=return_attention)
-            else:
-                hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
-                                   alpha=alpha, nbest=nbest, return_attention=return_attention)
+            with autocast(precision, device):
+                if beam_size == 1 and nbest == 1:
+                    hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
+                                         return_attention=return_attention)
+                else:
+                    hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
+                                       alpha=alpha, nbest=nbest, return_attention=return_attention)
             for i, h in zip(chunk, hyps):
                 results[i] = h
     finally:

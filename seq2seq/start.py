@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as dist
+from .precision import grad_scaler, resolve as resolve_precision
 from .config import Config, apply_overrides, config_from_dict, dump_yaml, read_yaml
 from .data import encode_parallel, encode_sources, stream_pairs, tag_sources, tags_in
 from .data.store import Store, open_or_prepare, tokenizer_sample
@@ -81,6 +82,8 @@ class Session:
     tgt_tok: Tokenizer
     train_data: Store
     valid: ValidationSet
+    precision: str = "fp32"          # of the forward passes (precision.py)
+    scaler: Any = None               # fp16's GradScaler, saved in last.pt
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,11 +249,13 @@ def restore_state(saved: dict, optimizer: torch.optim.Optimizer, scheduler: Any,
         setattr(progress, key, saved["progress"][key])
 
 
-def resume_state(saved: dict, run: RunDir, optimizer, scheduler, progress: Progress) -> None:
-    """All of a run's own training state, random streams included."""
+def resume_state(saved: dict, run: RunDir, optimizer, scheduler, progress: Progress, scaler=None) -> None:
+    """All of a run's own training state, random streams (and fp16's loss scale) included."""
     restore_state(saved, optimizer, scheduler, progress, optimizer_state=saved["optimizer"],
                   schedule_keys=tuple(saved.get("scheduler") or ()),
                   progress_keys=[f.name for f in dataclasses.fields(Progress)])
+    if scaler is not None and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
     torch.set_rng_state(saved["rng"]["torch"])
     if torch.cuda.is_available() and saved["rng"]["cuda"]:
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
@@ -415,17 +420,19 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     progress = Progress()
+    chosen, why = resolve_precision(t.precision, device)
+    scaler = grad_scaler(chosen, device)
     if parent is not None:
         continue_parent_state(cfg, parent, model, optimizer, scheduler, progress)
     if saved is not None:
         model.load_state_dict(saved["model"])
-        resume_state(saved, run, optimizer, scheduler, progress)
-    log.info("model: %s parameters (%s trainable) on %s", f"{count_parameters(model):,}",
-             f"{count_parameters(model, trainable_only=True):,}", device)
+        resume_state(saved, run, optimizer, scheduler, progress, scaler)
+    log.info("model: %s parameters (%s trainable) on %s; precision %s (%s)", f"{count_parameters(model):,}",
+             f"{count_parameters(model, trainable_only=True):,}", device, chosen, why)
     train_model = dist.wrap(model)
     if dist.world_size() > 1:
         # Ranks start from identical weights (same seed), but each needs its own dropout masks,
         # or N ranks regularise like one. The step term gives a resumed run fresh streams too.
         torch.manual_seed(t.seed + 1_000_003 * dist.rank() + progress.step)
     return Session(cfg, run, device, model, train_model, optimizer, scheduler, progress, src_tok, tgt_tok,
-                   train_data, valid)
+                   train_data, valid, chosen, scaler)

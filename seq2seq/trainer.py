@@ -80,11 +80,13 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
             for group in update_groups(iterate_batches(s.train_data, batches, p.batch_in_epoch), t.accum_steps):
                 result = update(s.train_model, s.optimizer, [b.to(s.device) for b in group], clip_norm=t.clip_norm,
                                 label_smoothing=t.label_smoothing, loss_normalization=t.loss_normalization,
-                                accum_steps=t.accum_steps)
+                                accum_steps=t.accum_steps, precision=s.precision, scaler=s.scaler)
                 p.batch_in_epoch += len(group)
                 p.oom_skipped += result.skipped_pairs
                 bar.update(len(group))
                 logger.add(result.loss_sum, result.tokens)
+                if result.overflow:  # fp16: the loss scale was too high and is now lower
+                    continue
                 if not result.applied:
                     skipped_update(s)
                     continue
@@ -208,7 +210,8 @@ class TrainLog:
             self.writer.close()
 
 
-def checkpoint_payload(model, optimizer, scheduler, progress: Progress, cfg: Config, *, full: bool) -> dict:
+def checkpoint_payload(model, optimizer, scheduler, progress: Progress, cfg: Config, *, full: bool,
+                       scaler=None) -> dict:
     payload = {"config": to_dict(cfg), "model": unwrap(model).state_dict(), "step": progress.step,
                "epoch": progress.epoch, "best_score": progress.best_score}
     if full:
@@ -218,6 +221,7 @@ def checkpoint_payload(model, optimizer, scheduler, progress: Progress, cfg: Con
             "progress": vars(progress).copy(),
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "scaler": scaler.state_dict() if scaler is not None else None,
         })
     return payload
 
@@ -226,7 +230,7 @@ def save(s: Session, name: str, *, full: bool) -> None:
     """RUN_DIR/name from rank 0: the weights, and with `full` everything --resume needs."""
     if dist.is_main():
         save_checkpoint(s.run.path / name, checkpoint_payload(s.model, s.optimizer, s.scheduler, s.progress, s.cfg,
-                                                              full=full))
+                                                              full=full, scaler=s.scaler))
 
 
 def weights_finite(model: torch.nn.Module) -> bool:

@@ -13,6 +13,7 @@ import torch
 from .config import Config
 from .data import detokenize, encode_sources
 from .model import Seq2Seq, resolve_device
+from .precision import resolve as resolve_precision
 from .rundir import open_run
 from .search import Hypothesis, translate_ids
 from .tokenizer import Tokenizer
@@ -40,27 +41,36 @@ class Translator:
     """
 
     def __init__(self, model: Seq2Seq, src_tok: Tokenizer, tgt_tok: Tokenizer, config: Config,
-                 device: torch.device):
+                 device: torch.device, precision: str = "fp32"):
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
-        self.config, self.device = config, device
+        self.config, self.device, self.precision = config, device, precision
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str = "auto", checkpoint: str = "best.pt",
-             quantize: str | None = None) -> "Translator":
+             quantize: str | None = None, precision: str | None = None) -> "Translator":
         """Load RUN_DIR/checkpoint (best.pt by default) with the run's tokenizers and config.
-        With quantize="int8", linear and encoder RNN layers run int8 dynamic kernels (CPU only)."""
+        With quantize="int8", linear and encoder RNN layers run int8 dynamic kernels (CPU only).
+        `precision` (fp32, bf16, fp16 or auto; default: the run's decoding.precision) is the float
+        type of the products (precision.py); weights stay float32."""
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize: expected 'int8' or None, got {quantize!r}")
         dev = resolve_device("cpu" if quantize and device == "auto" else device)
         if quantize and dev.type != "cpu":
             raise ValueError(f"device {dev.type}: int8 quantization runs on CPU only; use --device cpu")
         run = open_run(run_dir, checkpoint)
+        chosen, why = resolve_precision(precision or run.config.decoding.precision, dev)
+        if quantize and chosen != "fp32":
+            if precision not in (None, "auto"):
+                raise ValueError(f"precision {chosen}: int8 quantization runs the products in int8; "
+                                 f"leave --precision out (or fp32) with --quantize int8")
+            chosen, why = "fp32", "int8 quantization"
+        log.info("decoding precision %s (%s)", chosen, why)
         model = run.model
         model.decoder.prepare_inference()  # this model only decodes
         if quantize == "int8":
             from .quantize import quantize_int8
             model = quantize_int8(model)
-        return cls(model.to(dev), run.src_tok, run.tgt_tok, run.config, dev)
+        return cls(model.to(dev), run.src_tok, run.tgt_tok, run.config, dev, chosen)
 
     def encode_sources(self, lines: Sequence[str], first_line: int = 1) -> list[list[int]]:
         d = self.config.data
@@ -87,7 +97,8 @@ class Translator:
             self.model, src_ids, beam_size=max(beam, nbest), batch_size=batch_size or dc.batch_size,
             alpha=dc.length_penalty if length_penalty is None else length_penalty,
             max_len_ratio=dc.max_len_ratio if max_len_ratio is None else max_len_ratio,
-            max_len_offset=dc.max_len_offset, nbest=nbest, device=self.device, return_attention=return_attention)
+            max_len_offset=dc.max_len_offset, nbest=nbest, device=self.device, return_attention=return_attention,
+            precision=self.precision)
 
     def detokenize(self, hyp: Hypothesis) -> str:
         return detokenize(self.tgt_tok, hyp.tokens)

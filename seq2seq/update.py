@@ -4,6 +4,7 @@ train through `update`."""
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
@@ -12,6 +13,7 @@ import torch
 
 from . import distributed as dist
 from .data import Batch
+from .precision import autocast
 from .tokenizer import PAD
 
 log = logging.getLogger("seq2seq")
@@ -69,16 +71,20 @@ def split_batch(batch: Batch) -> tuple[Batch, Batch]:
 
 
 def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float,
-                     label_smoothing: float) -> tuple[float, int]:
+                     label_smoothing: float, precision: str = "fp32", scaler=None) -> tuple[float, int]:
     """Accumulate the gradients of `batch`'s summed loss divided by `denominator`. When the batch
     does not fit in memory its halves are tried in turn (same gradients, as the loss is a sum); a
-    single pair that still does not fit is skipped. Returns (summed loss, pairs skipped)."""
+    single pair that still does not fit is skipped. The forward pass runs in `precision` (the
+    loss itself is float32); with an fp16 `scaler` the loss is scaled before the backward pass.
+    Returns (summed loss, pairs skipped)."""
     in_backward = False
     try:
-        logits = model(batch.src, batch.src_lengths, batch.tgt_in)
-        loss_sum = token_loss(logits, batch.tgt_out, label_smoothing)
+        with autocast(precision, batch.src.device):
+            logits = model(batch.src, batch.src_lengths, batch.tgt_in)
+            loss_sum = token_loss(logits, batch.tgt_out, label_smoothing)
         in_backward = True
-        (loss_sum / denominator).backward()
+        loss = loss_sum / denominator
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         return loss_sum.item(), 0
     except RuntimeError as e:
         # Under DDP every rank must run the same backward passes, so splitting is not an option.
@@ -99,7 +105,8 @@ def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float
     log.warning("out of memory on a batch of %d pairs; retrying it in halves", batch.src.size(0))
     total, skipped = 0.0, 0
     for part in split_batch(batch):
-        loss, n = forward_backward(model, part, denominator=denominator, label_smoothing=label_smoothing)
+        loss, n = forward_backward(model, part, denominator=denominator, label_smoothing=label_smoothing,
+                                   precision=precision, scaler=scaler)
         total, skipped = total + loss, skipped + n
     return total, skipped
 
@@ -110,17 +117,19 @@ class UpdateResult:
     tokens: int          # their target tokens, EOS included
     skipped_pairs: int   # pairs that did not fit in memory even alone
     applied: bool        # False: the loss or gradients were not finite, so nothing changed
+    overflow: bool = False  # fp16 only: gradients overflowed the loss scale, which is now lowered
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Sequence[Batch], *,
            clip_norm: float | None, label_smoothing: float, loss_normalization: str = "tokens",
-           accum_steps: int | None = None) -> UpdateResult:
+           accum_steps: int | None = None, precision: str = "fp32", scaler=None) -> UpdateResult:
     """One optimizer update from the summed gradients of `batches` (already on the model's
     device). Each batch's loss is divided by its tokens (or sentences) times `accum_steps`
     (default: len(batches)). `model` may be wrapped in DistributedDataParallel: then only the
     last batch synchronises gradients across ranks. An update whose gradient norm is not finite
     is skipped (gradients dropped, weights untouched); the norm is the same on every rank, so all
-    ranks skip together."""
+    ranks skip together. Forward passes run in `precision` (precision.py); fp16 takes the
+    GradScaler that `scaler` holds, whose overflows lower the scale and skip the update."""
     accum_steps = accum_steps or len(batches)
     loss_sum, tokens, skipped = 0.0, 0, 0
     for n, batch in enumerate(batches):
@@ -129,11 +138,17 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Se
         last = n == len(batches) - 1
         with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
             loss, pairs = forward_backward(model, batch, denominator=denominator * accum_steps,
-                                           label_smoothing=label_smoothing)
+                                           label_smoothing=label_smoothing, precision=precision, scaler=scaler)
         loss_sum, tokens, skipped = loss_sum + loss, tokens + ntok, skipped + pairs
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clipping sees the true gradients
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or float("inf"))
     applied = bool(torch.isfinite(norm))
-    if applied:
+    overflow = scaler is not None and not applied and math.isfinite(loss_sum)
+    if scaler is not None:
+        scaler.step(optimizer)  # skips the step itself when the gradients overflowed
+        scaler.update()
+    elif applied:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return UpdateResult(loss_sum, tokens, skipped, applied)
+    return UpdateResult(loss_sum, tokens, skipped, applied, overflow)

@@ -13,6 +13,7 @@ from .config import DecodingConfig
 from .data import ParallelData, batch_indices, detokenize, make_batch
 from .metrics import score_all
 from .model import Seq2Seq
+from . import precision
 from .search import translate_ids
 from .tokenizer import Tokenizer
 from .update import token_loss
@@ -47,7 +48,8 @@ def validate(model: Seq2Seq, valid: ValidationSet, decoding: DecodingConfig, tgt
     dc = decoding
     hyps = translate_ids(model, valid.src_ids, beam_size=dc.valid_beam_size, batch_size=dc.batch_size,
                          alpha=dc.length_penalty, max_len_ratio=dc.max_len_ratio,
-                         max_len_offset=dc.max_len_offset, device=device)
+                         max_len_offset=dc.max_len_offset, device=device,
+                         precision=precision.resolve(dc.precision, device)[0])
     texts = [detokenize(tgt_tok, h[0].tokens) for h in hyps]
     scores = score_all(texts, valid.refs)
     return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],

@@ -93,7 +93,7 @@ def _cut(order: torch.Tensor, src_lens: torch.Tensor, tgt_lens: torch.Tensor, ba
          batch_size: int | None, starts: array, offset: int) -> None:
     """Append to `starts` where batches begin in `order` (sorted by length): a batch takes pairs
     while it holds at most batch_size of them and sentences * longest side <= batch_tokens."""
-    sizes = torch.maximum(src_lens[order].to(torch.int32), tgt_lens[order].to(torch.int32)).tolist()
+    sizes = torch.maximum(src_lens[order], tgt_lens[order]).tolist()
     count = longest = 0
     for n, size in enumerate(sizes):
         new_longest = max(longest, size)
@@ -107,14 +107,15 @@ def _cut(order: torch.Tensor, src_lens: torch.Tensor, tgt_lens: torch.Tensor, ba
 
 
 def plan_batches(src_lens: torch.Tensor, tgt_lens: torch.Tensor, *, batch_tokens: int | None,
-                 batch_size: int | None, shuffle: bool, seed: int = 0,
-                 pool: torch.Tensor | None = None) -> BatchPlan:
+                 batch_size: int | None, shuffle: bool, seed: int = 0, pool: torch.Tensor | None = None,
+                 tgt_extra: int = 0) -> BatchPlan:
     """Group pair indices (all of them, or those in `pool`) into batches of similar length.
 
     A batch holds at most `batch_size` pairs and, when `batch_tokens` is set, at most that many
     tokens counted as pairs * longest side (padding included). Every index appears in exactly
     one batch. With `shuffle`, ties in length are broken at random and the batch order is
-    shuffled, both from `seed`, so a seed always gives the same batches."""
+    shuffled, both from `seed`, so a seed always gives the same batches. `tgt_extra` is added to
+    every target length (BOS/EOS), pool by pool, so that no full-size copy of the lengths is made."""
     rng = random.Random(seed)
     n = len(src_lens) if pool is None else len(pool)
     # 4 bytes a pair: the one array that grows with the corpus
@@ -128,11 +129,12 @@ def plan_batches(src_lens: torch.Tensor, tgt_lens: torch.Tensor, *, batch_tokens
     starts = array("q")
     for begin in range(0, n, POOL):
         part = order_t[begin:begin + POOL]
-        key = tgt_lens[part].to(torch.int64) * longest_src + src_lens[part].to(torch.int64)
-        part = part[torch.sort(key, stable=True).indices]
-        order_t[begin:begin + POOL] = part
+        src = src_lens[part].to(torch.int64)
+        tgt = tgt_lens[part].to(torch.int64) + tgt_extra
+        by_length = torch.sort(tgt * longest_src + src, stable=True).indices
+        order_t[begin:begin + POOL] = part[by_length]
         starts.append(begin)
-        _cut(part, src_lens, tgt_lens, batch_tokens, batch_size, starts, begin)
+        _cut(by_length, src, tgt, batch_tokens, batch_size, starts, begin)
     starts.append(n)
     ids = array("q", range(len(starts) - 1))
     if shuffle:
@@ -154,7 +156,7 @@ def epoch_batches(data: Pairs, *, batch_tokens: int | None, batch_size: int | No
     """The batches of one training epoch (the same for a given seed and epoch); under
     distributed training each rank takes a disjoint, equally long share."""
     src_lens, tgt_lens = data.lengths()
-    plan = plan_batches(src_lens, tgt_lens.to(torch.int32) + 1,  # + BOS/EOS
+    plan = plan_batches(src_lens, tgt_lens, tgt_extra=1,  # + BOS/EOS
                         batch_tokens=batch_tokens, batch_size=batch_size, shuffle=True,
                         seed=seed * 100_003 + epoch, pool=pool)
     return plan.share(rank, world_size) if world_size > 1 else plan
