@@ -58,6 +58,12 @@ class StepLinear:
     """y = x @ weight.T + bias, to be called at every step of one forward pass."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        device = weight.device.type
+        if torch.is_autocast_enabled(device):
+            # Cast once per forward pass: autocast would cast these (non-leaf) weights again at
+            # every step, and a bias left in float32 would turn every step's output back to float32.
+            dtype = torch.get_autocast_dtype(device)
+            weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
         self.bias = bias
         self.deferred = torch.is_grad_enabled() and weight.requires_grad
         self.store: list = []

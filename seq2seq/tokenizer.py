@@ -81,8 +81,9 @@ def seen_pieces(tok: Tokenizer, *texts: Sequence[str]) -> list[int]:
     sp = tok.sp
     seen = {i for i in range(sp.get_piece_size()) if len(sp.id_to_piece(i)) == 1}
     for lines in texts:
-        for ids in sp.encode(list(lines)):
-            seen.update(ids)
+        for start in range(0, len(lines), 10_000):  # a million lines of id lists would take gigabytes
+            for ids in sp.encode(list(lines[start:start + 10_000])):
+                seen.update(ids)
     return [PAD, UNK, BOS, EOS] + sorted(seen - {PAD, UNK, BOS, EOS})
 
 

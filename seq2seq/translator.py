@@ -13,7 +13,7 @@ import torch
 from .config import Config
 from .data import detokenize, encode_sources
 from .model import Seq2Seq, resolve_device
-from .precision import resolve as resolve_precision
+from .precision import DTYPES, resolve as resolve_precision
 from .rundir import open_run
 from .search import Hypothesis, translate_ids
 from .tokenizer import Tokenizer
@@ -67,6 +67,9 @@ class Translator:
         log.info("decoding precision %s (%s)", chosen, why)
         model = run.model
         model.decoder.prepare_inference()  # this model only decodes
+        if chosen != "fp32":
+            # The decoder's per-step copies are decoding's own: cast once here, not at every step.
+            model.decoder.step_products.to(DTYPES[chosen])
         if quantize == "int8":
             from .quantize import quantize_int8
             model = quantize_int8(model)

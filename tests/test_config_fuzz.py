@@ -48,7 +48,9 @@ def check_outcome(load, raw, extra_prefixes: tuple[str, ...] = ()) -> None:
     except ConfigError as e:
         message = str(e)
         known = SCHEMA_PATHS | input_paths(raw) | {"config"}
-        assert any(message.startswith(p + ":") for p in known) or message.startswith(extra_prefixes), message
+        # the key itself, or an element of a list-valued key (data.train[0].path: ...)
+        assert any(message.startswith((p + ":", p + "[")) for p in known) or message.startswith(extra_prefixes), \
+            message
     else:
         assert isinstance(cfg, Config)
         assert config_from_dict(to_dict(cfg)) == cfg  # what loads also round-trips

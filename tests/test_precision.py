@@ -118,5 +118,7 @@ def test_validation_decodes_in_the_decoding_precision(tmp_path, trained_run, syn
     translator = Translator.load(trained_run, device="cpu", precision="bf16")
     src, tgt = read_validation(cfg)
     valid = validation_set(cfg, src, tgt, translator.src_tok, translator.tgt_tok)
-    result = validate(translator.model, valid, cfg.decoding, translator.tgt_tok, torch.device("cpu"))
+    from seq2seq.rundir import open_run
+    model = open_run(trained_run).model  # as training holds it: no decoding-only copies
+    result = validate(model, valid, cfg.decoding, translator.tgt_tok, torch.device("cpu"))
     assert result["hypotheses"] == translator.translate(src, beam_size=1)
