@@ -151,7 +151,8 @@ def prepare_tokenizers(cfg: Config, run: RunDir, parent: Parent | None = None,
     keeps_parent = cfg.init_from is not None and ft.vocabulary == "keep"
     missing = not src_file.exists() or not tgt_file.exists() or (
         t.drop_unseen and not keeps_parent and not tgt_kept.exists())
-    if sample is None and (parent is not None or missing):
+    # Only the process that trains them reads the corpora for a sample (a parent's checks need it on all).
+    if sample is None and (parent is not None or (missing and dist.is_main())):
         sample = tokenizer_sample(cfg)
     train_src, train_tgt = sample if sample is not None else ([], [])
     if parent is not None:
