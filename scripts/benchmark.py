@@ -156,9 +156,9 @@ def window_rates(seconds: list[float], tokens: list[int], size: int) -> list[flo
 
 
 def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.device) -> dict:
-    from seq2seq.data import epoch_batches, iterate_batches
+    from seq2seq.data import epoch_batches, groups, iterate_batches
     from seq2seq.start import begin
-    from seq2seq.trainer import TrainLog, update_groups, validate_and_save
+    from seq2seq.trainer import TrainLog, validate_and_save
     from seq2seq.update import update
 
     records: list[dict] = []
@@ -172,7 +172,7 @@ def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.dev
     while len(records) < t.max_steps:
         batches = epoch_batches(s.train_data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=t.seed,
                                 epoch=s.progress.epoch)
-        for group in update_groups(iterate_batches(s.train_data, batches), t.accum_steps):
+        for group in groups(iterate_batches(s.train_data, batches), t.accum_steps):
             update(s.train_model, s.optimizer, [b.to(s.device) for b in group], clip_norm=t.clip_norm,
                    label_smoothing=t.label_smoothing, loss_normalization=t.loss_normalization,
                    accum_steps=t.accum_steps, precision=s.precision, scaler=s.scaler)

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .data import read_lines
+from .data import groups, read_lines
 from .errors import CheckpointError, ConfigError, DataError, Interrupted, PlotError, TrainingError
 
 log = logging.getLogger("seq2seq")
@@ -60,17 +60,6 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def _chunks(lines, size: int):
-    chunk = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _count_lines(path: str | None) -> int | None:
     if path is None or path == "-":
         return None
@@ -113,7 +102,7 @@ def cmd_translate(args) -> int:
             else:
                 size = 1 if interactive else (args.batch_size or translator.config.decoding.batch_size) * 4
                 index = 0
-                for chunk in _chunks(_lines(source), size):
+                for chunk in groups(_lines(source), size):
                     results = translator.translate_detailed(chunk, nbest=nbest, return_attention=bool(args.attention),
                                                             **options)
                     for hyps in results:

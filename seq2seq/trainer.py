@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import distributed as dist
 from .checkpoint import save_checkpoint, unwrap
 from .config import Config, to_dict
-from .data import Batch, epoch_batches, iterate_batches
+from .data import epoch_batches, groups, iterate_batches
 from .data.store import corpora, epoch_pool
 from .errors import Interrupted, TrainingError  # noqa: F401  (re-exported: the trainer's errors)
 from .start import Progress, Session, begin
@@ -77,7 +77,7 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
             bar = tqdm(total=len(batches), initial=p.batch_in_epoch, disable=not show_bar, leave=False,
                        desc=f"epoch {p.epoch}", unit="batch", dynamic_ncols=True)
             logger.start_epoch()
-            for group in update_groups(iterate_batches(s.train_data, batches, p.batch_in_epoch), t.accum_steps):
+            for group in groups(iterate_batches(s.train_data, batches, p.batch_in_epoch), t.accum_steps):
                 result = update(s.train_model, s.optimizer, [b.to(s.device) for b in group], clip_norm=t.clip_norm,
                                 label_smoothing=t.label_smoothing, loss_normalization=t.loss_normalization,
                                 accum_steps=t.accum_steps, precision=s.precision, scaler=s.scaler)
@@ -144,18 +144,6 @@ def drawn_pairs(s: Session):
         log.info("epoch %d draws %s", s.progress.epoch, ", ".join(
             f"{n:,} pairs ({100 * n / len(pool):.1f} %) from {c.prefix}" for n, c in zip(counts, corpus_list)))
     return pool
-
-
-def update_groups(batches: Iterator[Batch], accum_steps: int) -> Iterator[list[Batch]]:
-    """The batches of one update each: accum_steps of them, fewer at the end of an epoch."""
-    group = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == accum_steps:
-            yield group
-            group = []
-    if group:
-        yield group
 
 
 # ---------------------------------------------------------------------------------------

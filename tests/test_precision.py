@@ -1,7 +1,6 @@
 """Mixed precision: what auto picks, gradients under autocast, the fp16 scaler across a resume, a
 model that learns in bf16, and checkpoints that load in any precision."""
 import itertools
-import shutil
 
 import pytest
 import torch
@@ -9,10 +8,9 @@ import torch
 from conftest import expected_translation, tiny_config_dict
 from seq2seq import precision
 from seq2seq.checkpoint import load_checkpoint
-from seq2seq.config import config_from_dict
-from seq2seq.data import make_batch, ParallelData
+from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, config_from_dict
+from seq2seq.data import ParallelData, make_batch
 from seq2seq.model import build_model
-from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.trainer import train
 from seq2seq.translator import Translator
 from seq2seq.update import token_loss

@@ -104,20 +104,26 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def slow_training_until(config: Path, run_dir: Path, logged: str, env: dict) -> subprocess.Popen:
+    """`seq2seq train` slowed down in a subprocess, returned once train.log holds `logged`."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, "train", "--config", str(config),
+                             "--run-dir", str(run_dir), "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        log_file = run_dir / "train.log"
+        if log_file.exists() and logged in log_file.read_text():
+            break
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_saves_last_and_resume_matches_uninterrupted_run(tmp_path, small_data, uninterrupted_run, sig):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(small_config(small_data, max_steps=45)))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, "train", "--config", str(config),
-                             "--run-dir", str(run_dir), "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        log_file = run_dir / "train.log"
-        if log_file.exists() and "step 5 epoch 1" in log_file.read_text():
-            break
-        time.sleep(0.05)
+    proc = slow_training_until(config, run_dir, "step 5 epoch 1", env)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -145,14 +151,7 @@ def test_sigkill_loses_only_the_updates_since_the_last_periodic_save(tmp_path, s
                                                   save_every_minutes=None)))
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_TRAIN, "train", "--config", str(config),
-                             "--run-dir", str(run_dir), "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        log_file = run_dir / "train.log"
-        if log_file.exists() and "step 8: saved" in log_file.read_text():
-            break
-        time.sleep(0.05)
+    proc = slow_training_until(config, run_dir, "step 8: saved", env)
     assert proc.poll() is None, "training ended (or never saved at step 8) before it could be killed"
     proc.kill()
     _, err = proc.communicate(timeout=60)

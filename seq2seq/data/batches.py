@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 from array import array
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import torch
 
 from ..tokenizer import BOS, EOS, PAD
+
+T = TypeVar("T")
 
 # Pairs are bucketed this many at a time (after shuffling), so the sort's scratch memory stays
 # bounded; a corpus up to this size is bucketed in one piece.
@@ -160,6 +162,19 @@ def epoch_batches(data: Pairs, *, batch_tokens: int | None, batch_size: int | No
                         batch_tokens=batch_tokens, batch_size=batch_size, shuffle=True,
                         seed=seed * 100_003 + epoch, pool=pool)
     return plan.share(rank, world_size) if world_size > 1 else plan
+
+
+def groups(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size`, the last one shorter when they run out: the batches of one
+    update (training.accum_steps), the pairs of one encoding chunk, the lines of one translate chunk."""
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def iterate_batches(data: Pairs, batches: Sequence[Sequence[int]], start: int = 0) -> Iterator[Batch]:

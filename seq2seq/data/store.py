@@ -39,6 +39,7 @@ from tqdm import tqdm
 from ..config import Config
 from ..errors import DataError, TrainingError
 from ..tokenizer import Tokenizer
+from .batches import groups
 from .text import SkippedLines, stream_pairs, tag_sources
 
 log = logging.getLogger("seq2seq")
@@ -174,17 +175,6 @@ def _start_worker(files: tuple, filters: Filters) -> None:
 
 def _encode_in_worker(pairs: list[tuple[str, str]]):
     return encode_chunk(pairs, _worker["src"], _worker["tgt"], _worker["filters"])
-
-
-def _chunks(pairs: Iterator[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
-    chunk = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # ---------------------------------------------------------------------------------------
@@ -332,7 +322,7 @@ def prepare_store(cfg: Config, directory: Path, src_tok: Tokenizer, tgt_tok: Tok
         bar = tqdm(disable=not show_bar, unit=" pairs", desc="preparing", dynamic_ncols=True, leave=False)
         for corpus in corpora(cfg):
             counts, skipped = Counts(), SkippedLines()
-            chunks = _chunks(corpus_pairs(cfg, corpus, skipped))
+            chunks = groups(corpus_pairs(cfg, corpus, skipped), CHUNK)
             results = (pool.imap(_encode_in_worker, chunks) if pool is not None else
                        (encode_chunk(chunk, src_tok, tgt_tok, filters) for chunk in chunks))
             for src_ids, tgt_ids, chunk_counts in results:
