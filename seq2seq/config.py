@@ -196,6 +196,13 @@ class FinetuneConfig:
     reset_early_stopping: bool = _opt(True, "forget the parent's best score (false: the new run must beat it)")
     freeze: list[FreezablePart] = _opt([], "parts whose weights stay fixed: any of embeddings (source and "
                                        "target embedding matrices), encoder, decoder (with its output layer)")
+    new_pieces: Literal["spelled", "fresh"] = _opt(
+        "spelled", "rows of pieces the parent's vocabulary lacks: spelled starts each from the mean of the "
+        "parent's rows for the pieces the parent's tokenizer cuts its text into; fresh leaves them at their "
+        "random initialisation")
+    warmup_steps: int = _opt(
+        0, "train only the embeddings and output layer for this many updates, then everything (freeze still "
+        "holds); needs reset_step: true", min=0)
 
 
 @dataclass(frozen=True)
@@ -354,6 +361,9 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError("data.tgt_lang: must differ from data.src_lang")
     if cfg.init_from is None and cfg.finetune.freeze:
         raise ConfigError("finetune.freeze: needs init_from (freezing untrained weights would keep them random)")
+    if cfg.finetune.warmup_steps and (cfg.init_from is None or not cfg.finetune.reset_step):
+        raise ConfigError("finetune.warmup_steps: needs init_from and finetune.reset_step: true (the phase is the "
+                          "run's first updates)")
     if cfg.finetune.vocabulary in ("keep_source", "keep_target") and cfg.tokenizer.joint:
         raise ConfigError(f"tokenizer.joint: finetune.vocabulary: {cfg.finetune.vocabulary} gives each side its "
                           f"own tokenizer; set joint: false (or leave the tokenizer section out)")

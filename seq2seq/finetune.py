@@ -35,7 +35,7 @@ from .data import TAG_PATTERN, read_parallel, tag_sources, tags_in
 from .errors import CheckpointError, ConfigError, DataError
 from .rundir import Run, open_run
 from .tokenizer import Tokenizer
-from .transfer import RowMaps, shared_pieces, transfer_weights
+from .transfer import RowMaps, shared_pieces, spelled_pieces, transfer_weights
 
 log = logging.getLogger(__name__)
 
@@ -160,19 +160,28 @@ class Parent:
     src_tok: Tokenizer
     tgt_tok: Tokenizer
     vocabulary: str = "keep"
+    new_pieces: str = "spelled"
     maps: RowMaps | None = None
+    spelled: dict[str, int] | None = None  # side -> pieces started from their spelling
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best.pt", vocabulary: str = "keep") -> "Parent":
+    def load(cls, run_dir: str | Path, checkpoint: str = "best.pt", vocabulary: str = "keep",
+             new_pieces: str = "spelled") -> "Parent":
         run = open_parent(run_dir, checkpoint)
-        return cls(run.dir.path, run.config, run.checkpoint["model"], run.src_tok, run.tgt_tok, vocabulary)
+        return cls(run.dir.path, run.config, run.checkpoint["model"], run.src_tok, run.tgt_tok, vocabulary,
+                   new_pieces)
 
     def initialise(self, model: torch.nn.Module, src_tok: Tokenizer, tgt_tok: Tokenizer) -> dict[str, list[int]]:
         """Load the parent's weights into `model`, which was built for (src_tok, tgt_tok).
-        Returns, per side, [pieces carried over, child pieces, parent pieces]."""
-        self.maps = {"source": shared_pieces(src_tok, self.src_tok), "target": shared_pieces(tgt_tok, self.tgt_tok)}
-        sizes = {"source": (len(src_tok), len(self.src_tok)), "target": (len(tgt_tok), len(self.tgt_tok))}
+        Returns, per side, [pieces carried over, child pieces, parent pieces]; self.spelled
+        counts, per side, the new pieces started from their spelling."""
+        toks = {"source": (src_tok, self.src_tok), "target": (tgt_tok, self.tgt_tok)}
+        self.maps = {side: shared_pieces(child, parent) for side, (child, parent) in toks.items()}
+        sizes = {side: (len(child), len(parent)) for side, (child, parent) in toks.items()}
         carried = {side: [len(self.maps[side][0]), *sizes[side]] for side in sizes}
+        spellings = {side: spelled_pieces(*toks[side], self.maps[side][0]) if self.new_pieces == "spelled" else {}
+                     for side in toks}
+        self.spelled = {side: len(s) for side, s in spellings.items()}
         if self.vocabulary == "keep":
             try:
                 unwrap(model).load_state_dict(self.weights)
@@ -182,10 +191,11 @@ class Parent:
             log.info("fine-tuning from %s: all weights loaded (vocabulary kept: %d source / %d target pieces)",
                      self.run_dir, len(src_tok), len(tgt_tok))
             return carried
-        transfer_weights(model, self.weights, self.maps)
+        transfer_weights(model, self.weights, self.maps, spellings)
         for side, (n, child, parent) in carried.items():
-            log.info("fine-tuning from %s: %s side: %d of %d pieces carried over from the parent's %d "
-                     "(%d initialised fresh)", self.run_dir, side, n, child, parent, child - n)
+            log.info("fine-tuning from %s: %s side: %d of %d pieces carried over from the parent's %d, "
+                     "%d started from their spelling in the parent's pieces, %d initialised fresh",
+                     self.run_dir, side, n, child, parent, self.spelled[side], child - n - self.spelled[side])
         return carried
 
     def tags(self) -> list[str]:

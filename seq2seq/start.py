@@ -365,7 +365,7 @@ def open_run_dir(run: RunDir, cfg: Config, *, quiet: bool) -> None:
 def load_parent(cfg: Config) -> Parent:
     """The run that init_from names, checked against this run's architecture."""
     ft = cfg.finetune
-    parent = Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary)
+    parent = Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary, ft.new_pieces)
     check_architecture(cfg, parent.config, parent.run_dir)
     if ft.vocabulary != "keep" and "embeddings" in ft.freeze:
         log.warning("finetune.freeze includes embeddings with a transferred vocabulary: rows of new pieces "
@@ -416,7 +416,8 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
         if dist.is_main():
             (run.path / "finetune.json").write_text(json.dumps(
                 {"parent": str(parent.run_dir), "vocabulary": ft.vocabulary,
-                 "pieces_carried_over": carried}, indent=1) + "\n", encoding="utf-8")
+                 "pieces_carried_over": carried, "new_pieces": ft.new_pieces,
+                 "pieces_spelled": parent.spelled}, indent=1) + "\n", encoding="utf-8")
     freeze(model, ft.freeze)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)

@@ -21,6 +21,7 @@ from .data import epoch_batches, groups, iterate_batches
 from .data.store import corpora, epoch_pool
 from .errors import Interrupted, TrainingError  # noqa: F401  (re-exported: the trainer's errors)
 from .start import Progress, Session, begin
+from .transfer import warmup_held
 from .update import update
 from .validation import validate
 
@@ -69,6 +70,11 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
     stop_reason = None
     clock = time.perf_counter()
     saved_at = p.elapsed  # training time when last.pt was last written (a resumed run starts from it)
+    warmup = s.cfg.finetune.warmup_steps
+    held = warmup_held(s.model) if p.step < warmup else []
+    if held:
+        log.info("finetune.warmup_steps: updates %d-%d train only the embeddings and output layer (%s parameters "
+                 "held still)", p.step + 1, warmup, f"{sum(x.numel() for x in held):,}")
     with StopFlag() as stop_flag:
         while p.epoch <= t.max_epochs and stop_reason is None:
             batches = epoch_batches(s.train_data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=t.seed,
@@ -80,7 +86,8 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
             for group in groups(iterate_batches(s.train_data, batches, p.batch_in_epoch), t.accum_steps):
                 result = update(s.train_model, s.optimizer, [b.to(s.device) for b in group], clip_norm=t.clip_norm,
                                 label_smoothing=t.label_smoothing, loss_normalization=t.loss_normalization,
-                                accum_steps=t.accum_steps, precision=s.precision, scaler=s.scaler)
+                                accum_steps=t.accum_steps, precision=s.precision, scaler=s.scaler,
+                                hold=held if p.step < warmup else ())
                 p.batch_in_epoch += len(group)
                 p.oom_skipped += result.skipped_pairs
                 bar.update(len(group))
@@ -92,6 +99,9 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
                     continue
                 p.nonfinite_in_a_row = 0
                 p.step += 1
+                if p.step == warmup:
+                    log.info("finetune.warmup_steps: warm-up over after %d updates; all trainable weights train now",
+                             warmup)
                 now = time.perf_counter()
                 p.elapsed += now - clock
                 clock = now

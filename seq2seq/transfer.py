@@ -1,7 +1,8 @@
 """Weights from a parent model into a child whose vocabularies may differ: rows of pieces that
 both vocabularies hold are copied (matched by piece string, side by side: the encoder against
-the parent's source vocabulary, the decoder against its target vocabulary), every other weight
-is the parent's, and chosen parts can be frozen."""
+the parent's source vocabulary, the decoder against its target vocabulary), a piece the parent
+lacks can start from the mean of the rows of the parent pieces that spell it, every other
+weight is the parent's, and chosen parts can be frozen."""
 from __future__ import annotations
 
 import logging
@@ -20,6 +21,10 @@ VOCAB_ROWS = {"encoder.embed.weight": "source", "decoder.embed.weight": "target"
               "decoder.output.weight": "target", "decoder.output.bias": "target"}
 
 RowMaps = dict[str, tuple[torch.Tensor, torch.Tensor]]  # side -> (child ids, parent ids)
+Spellings = dict[str, dict[int, list[int]]]  # side -> {child id: parent ids whose rows it averages}
+
+# SentencePiece's word-start mark: a piece "▁Haus" is the text " Haus".
+WORD_START = "\u2581"
 
 
 def shared_pieces(child: Tokenizer, parent: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,6 +35,34 @@ def shared_pieces(child: Tokenizer, parent: Tokenizer) -> tuple[torch.Tensor, to
     return torch.tensor(child_idx, dtype=torch.long), torch.tensor(parent_idx, dtype=torch.long)
 
 
+def spelled_pieces(child: Tokenizer, parent: Tokenizer, carried: torch.Tensor) -> dict[int, list[int]]:
+    """For each child piece outside `carried` (the child ids shared_pieces matched), the parent
+    pieces that the parent's tokenizer cuts its text into, unknown characters left out. A piece
+    none of whose characters the parent knows is absent (it keeps its fresh initialisation)."""
+    have = set(carried.tolist())
+    unk = parent.sp.unk_id()
+    out = {}
+    for i in range(len(child)):
+        if i in have:
+            continue
+        piece = child.id_to_piece(i)
+        ids = parent.encode(piece.replace(WORD_START, " "))
+        if not piece.startswith(WORD_START) and ids and parent.id_to_piece(ids[0]) == WORD_START:
+            ids = ids[1:]  # the tokenizer marks a word start that a word-inside piece does not have
+        ids = [j for j in ids if j != unk]
+        # A bare word-start mark says nothing of the piece's text: such a piece stays fresh.
+        if any(parent.id_to_piece(j) != WORD_START for j in ids):
+            out[i] = ids
+    return out
+
+
+def _spelled_rows(current: torch.Tensor, old: torch.Tensor, spellings: dict[int, list[int]]) -> torch.Tensor:
+    out = current.clone()
+    for child_id, parent_ids in spellings.items():
+        out[child_id] = old[parent_ids].mean(dim=0).to(out.device, out.dtype)
+    return out
+
+
 def _copy_rows(current: torch.Tensor, old: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     child_idx, parent_idx = rows
     out = current.clone()
@@ -37,8 +70,10 @@ def _copy_rows(current: torch.Tensor, old: torch.Tensor, rows: tuple[torch.Tenso
     return out
 
 
-def transfer_weights(model: torch.nn.Module, parent_weights: dict[str, torch.Tensor], maps: RowMaps) -> None:
-    """Copy every parent weight into `model`; vocabulary-shaped weights only at the mapped rows,
+def transfer_weights(model: torch.nn.Module, parent_weights: dict[str, torch.Tensor], maps: RowMaps,
+                     spellings: Spellings | None = None) -> None:
+    """Copy every parent weight into `model`; vocabulary-shaped weights only at the mapped rows
+    and, with `spellings`, as the mean of the spelling pieces' rows for the pieces it lists,
     keeping the model's own values elsewhere."""
     model = unwrap(model)
     new = {}
@@ -49,6 +84,8 @@ def transfer_weights(model: torch.nn.Module, parent_weights: dict[str, torch.Ten
         side = VOCAB_ROWS.get(name)
         if side is not None:
             new[name] = _copy_rows(current, old, maps[side])
+            if spellings:
+                new[name] = _spelled_rows(new[name], old, spellings[side])
         elif old.shape != current.shape:
             raise ConfigError(f"init_from: the parent's {name} has shape {tuple(old.shape)}, this model "
                               f"needs {tuple(current.shape)}; the architectures differ")
@@ -92,6 +129,14 @@ def frozen_names(model: torch.nn.Module, parts: Sequence[str]) -> set[str]:
     # Shared or tied tensors count as frozen when any of their names is.
     frozen_ids = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n.startswith(chosen)}
     return {n for n, p in model.named_parameters() if id(p) in frozen_ids}
+
+
+def warmup_held(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The trainable parameters that finetune.warmup_steps holds still: all but the embeddings and
+    the output layer (the weights whose rows follow a vocabulary)."""
+    model = unwrap(model)
+    moving = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n in VOCAB_ROWS}
+    return [p for p in model.parameters() if p.requires_grad and id(p) not in moving]
 
 
 def freeze(model: torch.nn.Module, parts: Sequence[str]) -> None:

@@ -122,14 +122,17 @@ class UpdateResult:
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Sequence[Batch], *,
            clip_norm: float | None, label_smoothing: float, loss_normalization: str = "tokens",
-           accum_steps: int | None = None, precision: str = "fp32", scaler=None) -> UpdateResult:
+           accum_steps: int | None = None, precision: str = "fp32", scaler=None,
+           hold: Sequence[torch.nn.Parameter] = ()) -> UpdateResult:
     """One optimizer update from the summed gradients of `batches` (already on the model's
     device). Each batch's loss is divided by its tokens (or sentences) times `accum_steps`
     (default: len(batches)). `model` may be wrapped in DistributedDataParallel: then only the
     last batch synchronises gradients across ranks. An update whose gradient norm is not finite
     is skipped (gradients dropped, weights untouched); the norm is the same on every rank, so all
     ranks skip together. Forward passes run in `precision` (precision.py); fp16 takes the
-    GradScaler that `scaler` holds, whose overflows lower the scale and skip the update."""
+    GradScaler that `scaler` holds, whose overflows lower the scale and skip the update. The
+    parameters in `hold` lose their gradients before clipping, so the optimizer leaves them (and
+    its state for them) exactly as they are."""
     accum_steps = accum_steps or len(batches)
     loss_sum, tokens, skipped = 0.0, 0, 0
     for n, batch in enumerate(batches):
@@ -140,6 +143,8 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Se
             loss, pairs = forward_backward(model, batch, denominator=denominator * accum_steps,
                                            label_smoothing=label_smoothing, precision=precision, scaler=scaler)
         loss_sum, tokens, skipped = loss_sum + loss, tokens + ntok, skipped + pairs
+    for p in hold:
+        p.grad = None
     if scaler is not None:
         scaler.unscale_(optimizer)  # clipping sees the true gradients
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or float("inf"))

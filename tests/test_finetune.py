@@ -72,7 +72,7 @@ def start_child(cfg, run_dir: Path):
         src = tag_sources(src, d.tgt_lang)
     run_dir.mkdir(parents=True, exist_ok=True)
     ft = cfg.finetune
-    parent = finetune.Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary)
+    parent = finetune.Parent.load(cfg.init_from, ft.checkpoint, ft.vocabulary, ft.new_pieces)
     src_tok, tgt_tok = prepare_tokenizers(cfg, RunDir(run_dir), parent, (src, tgt))
     torch.manual_seed(cfg.training.seed)
     model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
@@ -87,7 +87,7 @@ def new_lang_dir(tmp_path_factory) -> Path:
 
 
 def test_transfer_copies_rows_of_shared_pieces_and_keeps_new_rows_fresh(trained_run, new_lang_dir, tmp_path):
-    cfg = load_child(child_dict(new_lang_dir, trained_run), tmp_path)
+    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"new_pieces": "fresh"}), tmp_path)
     parent, model, fresh, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
     weights = model.state_dict()
     parent_pieces = {parent.tgt_tok.id_to_piece(i): i for i in range(len(parent.tgt_tok))}
@@ -107,6 +107,68 @@ def test_transfer_copies_rows_of_shared_pieces_and_keeps_new_rows_fresh(trained_
         if name not in transfer.VOCAB_ROWS:
             assert torch.equal(value, parent.weights[name]), name
     assert parent.maps["target"][0].numel() == len(shared)
+
+
+def test_new_pieces_start_from_the_mean_of_their_spelling_in_the_parent(trained_run, new_lang_dir, tmp_path):
+    cfg = load_child(child_dict(new_lang_dir, trained_run), tmp_path)
+    assert cfg.finetune.new_pieces == "spelled"  # the default
+    parent, model, fresh, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
+    weights = model.state_dict()
+    parent_sp = parent.tgt_tok.sp
+    parent_ids = {parent.tgt_tok.id_to_piece(i): i for i in range(len(parent.tgt_tok))}
+    new = [i for i in range(len(tgt_tok)) if tgt_tok.id_to_piece(i) not in parent_ids]
+    spelled = unknown = 0
+    for i in new:
+        piece = tgt_tok.id_to_piece(i)
+        if not any(parent_sp.piece_to_id(c) != parent_sp.unk_id() for c in piece.replace("\u2581", "")):
+            unknown += 1  # none of its characters is known to the parent: stays fresh
+            for name in ("decoder.embed.weight", "decoder.output.weight", "decoder.output.bias"):
+                assert torch.equal(weights[name][i], fresh[name][i]), (name, piece)
+            continue
+        pieces = parent_sp.encode(piece.replace("\u2581", " "), out_type=str)
+        if not piece.startswith("\u2581") and pieces[0] == "\u2581":
+            pieces = pieces[1:]
+        rows = [parent_ids[p] for p in pieces if p in parent_ids and parent_ids[p] != parent_sp.unk_id()]
+        assert any(p != "\u2581" for p in pieces if p in parent_ids), (piece, pieces)
+        spelled += 1
+        for name in ("decoder.embed.weight", "decoder.output.weight", "decoder.output.bias"):
+            assert torch.equal(weights[name][i], parent.weights[name][rows].mean(dim=0)), (name, piece, pieces)
+    assert spelled > 5 and unknown >= 1, (spelled, unknown)  # "w" is a letter the parent never saw
+    assert parent.spelled["target"] == spelled
+    # Carried rows and every other weight are unchanged by the spelling.
+    for name, value in weights.items():
+        if name not in transfer.VOCAB_ROWS:
+            assert torch.equal(value, parent.weights[name]), name
+
+
+WARMUP_HELD = ("encoder.rnn.", "decoder.cells.", "decoder.attention.", "decoder.combine.", "decoder.bridge")
+
+
+def test_warmup_trains_only_embeddings_and_output_then_everything(trained_run, synthetic_dir, tmp_path):
+    def child(steps, run_dir, resume=False):
+        raw = child_dict(synthetic_dir, trained_run, tgt="tgt", finetune={"vocabulary": "keep", "warmup_steps": 4},
+                         training={"max_steps": steps, "lr": 0.01, "valid_at_epoch_end": False})
+        train(load_child(raw, tmp_path), run_dir, resume=resume, quiet=True)
+        return load_checkpoint(run_dir / "last.pt")["model"]
+
+    before = load_checkpoint(trained_run / "best.pt")["model"]
+    # Cut inside the phase and resumed: the resumed run must still hold the weights still.
+    child(2, tmp_path / "warm")
+    during = child(4, tmp_path / "warm", resume=True)
+    held = [n for n in during if n.startswith(WARMUP_HELD)]
+    assert held
+    for name in held:
+        assert torch.equal(during[name], before[name]), name
+    for name in transfer.VOCAB_ROWS:
+        assert not torch.equal(during[name], before[name]), name
+    after = child(8, tmp_path / "warm", resume=True)
+    for name in held:
+        if after[name].dim() > 1:
+            assert not torch.equal(after[name], before[name]), name
+    log = (tmp_path / "warm" / "train.log").read_text()
+    assert "updates 1-4 train only the embeddings and output layer" in log
+    assert "updates 3-4 train only" in log  # the resumed run knew it was still in the phase
+    assert log.count("warm-up over after 4 updates") == 1
 
 
 def assert_same_outputs(model, parent_run: Path, data_dir: Path, src_tok, tgt_tok) -> None:
@@ -196,6 +258,11 @@ def test_finetune_settings_are_validated(synthetic_dir):
         config_from_dict(tiny_config_dict(synthetic_dir, finetune={"vocabulary": "share"}))
     with pytest.raises(ConfigError, match=r"finetune\.transfer_parent_pairs: only used with .*joint_with_parent"):
         config_from_dict(tiny_config_dict(synthetic_dir, finetune={"transfer_parent_pairs": 100}))
+    with pytest.raises(ConfigError, match=r"finetune\.warmup_steps: needs init_from and finetune\.reset_step"):
+        config_from_dict({**tiny_config_dict(synthetic_dir, finetune={"warmup_steps": 10, "reset_step": False}),
+                          "init_from": "runs/x"})
+    with pytest.raises(ConfigError, match=r"finetune\.new_pieces: 'random' is not one of: spelled, fresh"):
+        config_from_dict(tiny_config_dict(synthetic_dir, finetune={"new_pieces": "random"}))
 
 
 def test_a_directory_that_is_not_a_run_is_named(tmp_path, new_lang_dir):
@@ -218,7 +285,8 @@ def encoder_states(model, tok: Tokenizer, sentences: list[str]) -> torch.Tensor:
 
 def test_keep_source_reads_the_new_data_as_the_parent_and_transfers_the_target(trained_run, new_lang_dir,
                                                                                 tmp_path):
-    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"vocabulary": "keep_source"}), tmp_path)
+    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"vocabulary": "keep_source",
+                                                                     "new_pieces": "fresh"}), tmp_path)
     assert not cfg.tokenizer.joint  # inherited from a joint parent, split because the sides now differ
     parent, model, fresh, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
     child_dir = tmp_path / "child"
