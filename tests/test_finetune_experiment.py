@@ -17,25 +17,37 @@ def test_each_seed_is_a_run_and_gains_are_per_seed(tmp_path, trained_run):
         (data / f"valid.{lang}").rename(data / f"val.{lang}")
         (data / f"test.{lang}").rename(data / f"test_2016_flickr.{lang}")
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(trained_run), "1", "--data", str(data), "--out", str(out),
-                           "--sizes", "100", "--modes", "transfer", "keep_source", "scratch", "--seeds", "1", "2",
-                           "--set", "training.max_steps=6", "--set", "training.num_threads=1"],
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(trained_run), "--steps", "6", "--data", str(data),
+                           "--out", str(out), "--sizes", "100", "--modes", "transfer", "keep_source", "spelled_warmup",
+                           "scratch", "--seeds", "1", "2", "--warmup-steps", "3", "--converge", "--cap-steps", "12",
+                           "--jobs", "2", "--set", "training.num_threads=1", "--set", "training.valid_every=3"],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     for seed in (1, 2):
-        for mode in ("transfer", "keep_source", "scratch"):
+        for mode in ("transfer", "keep_source", "spelled_warmup", "scratch"):
             assert (out / f"seed{seed}" / f"{mode}_100" / "best.pt").exists()
             cfg = load_config(out / f"seed{seed}" / f"{mode}_100.yaml")
             assert cfg.training.seed == seed
             assert (cfg.init_from is None) == (mode == "scratch")
             # Scratch keeps the parent's joint tokenizer whatever the config's vocabulary mode.
-            assert cfg.tokenizer.joint == (mode != "keep_source")
+            assert cfg.tokenizer.joint == (mode not in ("keep_source", "spelled_warmup"))
+            assert cfg.finetune.warmup_steps == (3 if mode == "spelled_warmup" else 0)
+            if mode != "scratch":
+                assert cfg.finetune.new_pieces == ("spelled" if mode == "spelled_warmup" else "fresh")
 
     results = json.loads((out / "results.json").read_text())
-    assert sorted((r["seed"], r["mode"]) for r in results) == [
-        (1, "keep_source"), (1, "scratch"), (1, "transfer"), (2, "keep_source"), (2, "scratch"), (2, "transfer")]
-    bleu = {(r["seed"], r["mode"]): r["test_bleu"] for r in results}
-    per_seed = [round(bleu[s, "transfer"] - bleu[s, "scratch"], 2) for s in (1, 2)]
+    modes = ["keep_source", "scratch", "spelled_warmup", "transfer"]
+    for budget in ("budget", "converged"):
+        assert sorted((r["seed"], r["mode"]) for r in results if r["budget"] == budget) == [
+            (s, m) for s in (1, 2) for m in modes]
+    steps = {(r["budget"], r["seed"], r["mode"]): r["steps"] for r in results}
+    assert all(steps["budget", s, m] == 6 for s in (1, 2) for m in modes)
+    # Converging continued each run past the budget (the cap is 12 updates).
+    assert all(6 < steps["converged", s, m] <= 12 for s in (1, 2) for m in modes)
     report = (out / "results.md").read_text()
-    assert f"| 100 | transfer | 1: {per_seed[0]:+.2f}, 2: {per_seed[1]:+.2f} | **{sum(per_seed) / 2:+.2f}** |" in report
+    for budget in ("budget", "converged"):
+        bleu = {(r["seed"], r["mode"]): r["test_bleu"] for r in results if r["budget"] == budget}
+        per_seed = [round(bleu[s, "transfer"] - bleu[s, "scratch"], 2) for s in (1, 2)]
+        assert (f"| {budget} | 100 | transfer | 1: {per_seed[0]:+.2f}, 2: {per_seed[1]:+.2f} | "
+                f"**{sum(per_seed) / 2:+.2f}** |") in report
