@@ -76,7 +76,7 @@ def cmd_translate(args) -> int:
     if args.attention:
         from .plot import _pyplot
         _pyplot()  # a missing matplotlib is reported before any translation work
-    translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint,
+    translator = Translator.load(args.model[0] if len(args.model) == 1 else args.model, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize, precision=args.precision)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, length_penalty=args.length_penalty,
                    max_len_ratio=args.max_len_ratio)
@@ -215,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("translate", help="translate raw text, one sentence per line")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a run directory written by train")
+    p.add_argument("--model", required=True, action="append", metavar="RUN_DIR",
+                   help="a run directory written by train; give it several times to decode with an ensemble of "
+                        "runs (their probabilities averaged at every step; they must share their tokenizers)")
     p.add_argument("--input", help="input file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
     p.add_argument("--beam-size", type=int, help="beam width; 1 is greedy (default: the run's decoding.beam_size)")
@@ -223,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-penalty", type=float, help="GNMT length-penalty alpha")
     p.add_argument("--max-len-ratio", type=float, help="output at most this times the source length (+ offset)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside RUN_DIR (default: best.pt)")
+    p.add_argument("--checkpoint", default="best.pt",
+                   help="checkpoint file inside each RUN_DIR (default: best.pt)")
     p.add_argument("--nbest", type=int, metavar="K",
                    help="write the K best translations per input as TSV: input index (from 0), rank, score, text")
     p.add_argument("--scores", action="store_true", help="append each translation's score as a TSV column")

@@ -12,9 +12,11 @@ import torch
 
 from .config import Config
 from .data import detokenize, encode_sources
+from .ensemble import Ensemble
+from .errors import CheckpointError
 from .model import Seq2Seq, resolve_device
 from .precision import DTYPES, resolve as resolve_precision
-from .rundir import open_run
+from .rundir import Run, open_run
 from .search import Hypothesis, translate_ids
 from .tokenizer import Tokenizer
 
@@ -44,11 +46,14 @@ class Translator:
                  device: torch.device, precision: str = "fp32"):
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
         self.config, self.device, self.precision = config, device, precision
+        self.run_dirs: list[Path] = []  # where the model(s) came from, when loaded from runs
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str = "auto", checkpoint: str = "best.pt",
+    def load(cls, run_dir: str | Path | Sequence[str | Path], *, device: str = "auto", checkpoint: str = "best.pt",
              quantize: str | None = None, precision: str | None = None) -> "Translator":
         """Load RUN_DIR/checkpoint (best.pt by default) with the run's tokenizers and config.
+        A list of run directories is an ensemble (ensemble.py): the members must share their
+        tokenizers; the first member's config gives the decoding settings.
         With quantize="int8", linear and encoder RNN layers run int8 dynamic kernels (CPU only).
         `precision` (fp32, bf16, fp16 or auto; default: the run's decoding.precision) is the float
         type of the products (precision.py); weights stay float32."""
@@ -57,23 +62,23 @@ class Translator:
         dev = resolve_device("cpu" if quantize and device == "auto" else device)
         if quantize and dev.type != "cpu":
             raise ValueError(f"device {dev.type}: int8 quantization runs on CPU only; use --device cpu")
-        run = open_run(run_dir, checkpoint)
-        chosen, why = resolve_precision(precision or run.config.decoding.precision, dev)
+        run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+        runs = [open_run(d, checkpoint) for d in run_dirs]
+        for run in runs[1:]:
+            check_member(run, runs[0])
+        first = runs[0]
+        chosen, why = resolve_precision(precision or first.config.decoding.precision, dev)
         if quantize and chosen != "fp32":
             if precision not in (None, "auto"):
                 raise ValueError(f"precision {chosen}: int8 quantization runs the products in int8; "
                                  f"leave --precision out (or fp32) with --quantize int8")
             chosen, why = "fp32", "int8 quantization"
         log.info("decoding precision %s (%s)", chosen, why)
-        model = run.model
-        model.decoder.prepare_inference()  # this model only decodes
-        if chosen != "fp32":
-            # The decoder's per-step copies are decoding's own: cast once here, not at every step.
-            model.decoder.step_products.to(DTYPES[chosen])
-        if quantize == "int8":
-            from .quantize import quantize_int8
-            model = quantize_int8(model)
-        return cls(model.to(dev), run.src_tok, run.tgt_tok, run.config, dev, chosen)
+        models = [decoding_model(run.model, chosen, quantize) for run in runs]
+        model = models[0] if len(models) == 1 else Ensemble(models)
+        translator = cls(model.to(dev), first.src_tok, first.tgt_tok, first.config, dev, chosen)
+        translator.run_dirs = [run.dir.path for run in runs]
+        return translator
 
     def encode_sources(self, lines: Sequence[str], first_line: int = 1) -> list[list[int]]:
         d = self.config.data
@@ -159,6 +164,36 @@ class Translator:
             if chunk:
                 yield from self.translate(chunk, first_line=first_line, **options)
                 first_line += len(chunk)
+
+
+def decoding_model(model: Seq2Seq, precision: str, quantize: str | None) -> Seq2Seq:
+    """A loaded model made ready to decode only, in `precision`, int8 with quantize="int8"."""
+    model.decoder.prepare_inference()
+    if precision != "fp32":
+        # The decoder's per-step copies are decoding's own: cast once here, not at every step.
+        model.decoder.step_products.to(DTYPES[precision])
+    if quantize == "int8":
+        from .quantize import quantize_int8
+        model = quantize_int8(model)
+    return model
+
+
+def check_member(run: Run, first: Run) -> None:
+    """An ensemble member reads and writes text exactly as the first member does, or a
+    CheckpointError names it."""
+    def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
+        return a.sp.serialized_model_proto() == b.sp.serialized_model_proto() and a.kept == b.kept
+
+    for side, mine, theirs in (("source", run.src_tok, first.src_tok), ("target", run.tgt_tok, first.tgt_tok)):
+        if not same_tokenizer(mine, theirs):
+            raise CheckpointError(f"{run.dir.path}: its {side} tokenizer (or kept-piece list) differs from that of "
+                                  f"{first.dir.path}; ensemble members must share both tokenizers (train them from "
+                                  f"one tokenizer, e.g. fine-tune with finetune.vocabulary: keep)")
+    for key in ("src_lang", "tgt_lang", "src_prefix_tag"):
+        if getattr(run.config.data, key) != getattr(first.config.data, key):
+            raise CheckpointError(f"{run.dir.path}: data.{key} is {getattr(run.config.data, key)!r}, but "
+                                  f"{getattr(first.config.data, key)!r} in {first.dir.path}; ensemble members must "
+                                  f"translate the same way")
 
 
 _END = object()
