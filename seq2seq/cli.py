@@ -135,6 +135,26 @@ def _write_detailed(out, index: int, hyps, args) -> None:
                        Path(args.attention) / f"{index:05d}.png")
 
 
+def cmd_serve(args) -> int:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ConfigError("seq2seq serve needs the serve extra: pip install 'seq2seq[serve]'") from None
+    from .serve import Limits, serve
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if args.beam_size is not None and not 1 <= args.beam_size <= args.max_beam:
+        raise ConfigError(f"--beam-size: must be from 1 to --max-beam ({args.max_beam})")
+    limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_sentences=args.max_sentences,
+                    max_chars=args.max_chars, max_beam=args.max_beam, max_nbest=args.max_nbest)
+    load_options = dict(device=args.device, checkpoint=args.checkpoint, quantize=args.quantize,
+                        precision=args.precision)
+    serve(args.model, host=args.host, port=args.port, load_options=load_options, limits=limits,
+          beam_size=args.beam_size, max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
+          access_log=args.access_log)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .metrics import score_all
     hyps, _ = read_lines(args.hyp)
@@ -240,6 +260,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float type of the products: bf16/fp16 (weights stay float32), auto: bf16 on a GPU "
                         "or a CPU with AMX (default: the run's decoding.precision)")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("serve", help="an HTTP translation service with dynamic batching and a web page "
+                                     "(needs the serve extra)")
+    p.add_argument("--model", required=True, action="append", metavar="RUN_DIR",
+                   help="a run directory written by train; several make an ensemble")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside each RUN_DIR (default: best.pt)")
+    p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization (CPU only)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="float type of the products (default: the run's decoding.precision)")
+    p.add_argument("--beam-size", type=int, help="default beam width (default: the run's decoding.beam_size)")
+    p.add_argument("--max-batch", type=int, default=64, help="most sentences decoded in one batch (default: 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="how long a batch waits for more requests to join it (default: 5 ms)")
+    p.add_argument("--max-sentences", type=int, default=64, help="most sentences in one request (default: 64)")
+    p.add_argument("--max-chars", type=int, default=2000, help="most characters in one sentence (default: 2000)")
+    p.add_argument("--max-body-kb", type=int, default=1024, help="largest request body in KiB (default: 1024)")
+    p.add_argument("--max-beam", type=int, default=16, help="largest beam a request may ask for (default: 16)")
+    p.add_argument("--max-nbest", type=int, default=8, help="largest n-best list a request may ask for (default: 8)")
+    p.add_argument("--access-log", action="store_true", help="log every request on the console")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU")
     p.add_argument("--hyp", required=True, help="hypotheses, one per line")
