@@ -108,7 +108,9 @@ def main() -> int:
 
     train_prefixes = {n: subset(args.data, args.out / "data", n) for n in args.sizes}
     tasks = [(seed, n, mode) for seed in args.seeds for n in args.sizes for mode in args.modes]
-    results = []
+    # Results of other runs in OUT (earlier invocations with other seeds, sizes or modes) stay.
+    earlier = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else []
+    results = [r for r in earlier if (r["seed"], r["pairs"], r["mode"]) not in set(tasks)]
     lock = threading.Lock()
 
     def one(task):
