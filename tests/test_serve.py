@@ -230,3 +230,20 @@ def test_the_web_page_translates_in_a_real_browser(trained_run):
         driver.quit()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_the_load_test_script_finds_equal_answers_and_no_server_errors(trained_run, synthetic_dir, tmp_path):
+    lines = tmp_path / "in.txt"
+    lines.write_text("\n".join((synthetic_dir / "test.src").read_text().splitlines()[:24]) + "\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "serve_load.py"
+    proc = subprocess.run([sys.executable, str(script), str(trained_run), "--input", str(lines), "--out",
+                           str(tmp_path / "out"), "--clients", "1", "4", "--fuzz", "120", "--beam-size", "3"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["clients"] for r in results["rounds"]] == [1, 4]
+    assert all(r["differ_from_offline"] == 0 for r in results["rounds"])
+    fuzz = results["fuzz"]
+    assert fuzz["server_5xx"] == 0 and fuzz["good_answered_wrong"] == 0 and 0 < fuzz["good"] < 120
+    assert sum(n for status, n in fuzz["statuses"].items() if status.startswith("4")) == 120 - fuzz["good"]
+    assert "| 4 |" in (tmp_path / "out" / "results.md").read_text()
