@@ -1,6 +1,7 @@
 """Ensembles: one member is that model exactly; scripted members give exactly the log of the
 mean of their probabilities; members of other architectures decode together; members whose
 tokenizers differ are refused with the run named."""
+import json
 import math
 import subprocess
 import sys
@@ -136,3 +137,17 @@ def test_a_member_with_another_tokenizer_is_named(trained_run, synthetic_dir, tm
     proc = run_cli("translate", "--model", trained_run, "--model", other, "--input", synthetic_dir / "test.src")
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and str(other) in proc.stderr and proc.stdout == ""
+
+
+def test_the_ensemble_script_scores_members_and_ensemble(trained_run, lstm_run, synthetic_dir, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "ensemble_eval.py"
+    proc = subprocess.run([sys.executable, str(script), str(trained_run), str(lstm_run), "--src",
+                           str(synthetic_dir / "test.src"), "--ref", str(synthetic_dir / "test.tgt"), "--out",
+                           str(tmp_path / "out"), "--beam-size", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["name"] for r in rows] == ["member1", "member2", "ensemble"]
+    hyps = (tmp_path / "out" / "ensemble.hyp").read_text().splitlines()
+    assert hyps == Translator.load([trained_run, lstm_run], device="cpu").translate(
+        (synthetic_dir / "test.src").read_text().splitlines(), beam_size=2)
+    assert rows[-1]["bleu"] > 50 and "Ensemble against the best member" in (tmp_path / "out" / "results.md").read_text()
