@@ -196,10 +196,10 @@ class FinetuneConfig:
     reset_early_stopping: bool = _opt(True, "forget the parent's best score (false: the new run must beat it)")
     freeze: list[FreezablePart] = _opt([], "parts whose weights stay fixed: any of embeddings (source and "
                                        "target embedding matrices), encoder, decoder (with its output layer)")
-    new_pieces: Literal["spelled", "fresh"] = _opt(
-        "spelled", "rows of pieces the parent's vocabulary lacks: spelled starts each from the mean of the "
-        "parent's rows for the pieces the parent's tokenizer cuts its text into; fresh leaves them at their "
-        "random initialisation")
+    new_pieces: Literal["fresh", "spelled"] = _opt(
+        "fresh", "rows of pieces the parent's vocabulary lacks: fresh leaves them at their random "
+        "initialisation; spelled starts each from the mean of the parent's rows for the pieces the parent's "
+        "tokenizer cuts its text into (measured no better for en->fr: docs/finetuning.md)")
     warmup_steps: int = _opt(
         0, "train only the embeddings and output layer for this many updates, then everything (freeze still "
         "holds); needs reset_step: true", min=0)

@@ -160,13 +160,13 @@ class Parent:
     src_tok: Tokenizer
     tgt_tok: Tokenizer
     vocabulary: str = "keep"
-    new_pieces: str = "spelled"
+    new_pieces: str = "fresh"
     maps: RowMaps | None = None
     spelled: dict[str, int] | None = None  # side -> pieces started from their spelling
 
     @classmethod
     def load(cls, run_dir: str | Path, checkpoint: str = "best.pt", vocabulary: str = "keep",
-             new_pieces: str = "spelled") -> "Parent":
+             new_pieces: str = "fresh") -> "Parent":
         run = open_parent(run_dir, checkpoint)
         return cls(run.dir.path, run.config, run.checkpoint["model"], run.src_tok, run.tgt_tok, vocabulary,
                    new_pieces)

@@ -87,7 +87,8 @@ def new_lang_dir(tmp_path_factory) -> Path:
 
 
 def test_transfer_copies_rows_of_shared_pieces_and_keeps_new_rows_fresh(trained_run, new_lang_dir, tmp_path):
-    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"new_pieces": "fresh"}), tmp_path)
+    cfg = load_child(child_dict(new_lang_dir, trained_run), tmp_path)
+    assert cfg.finetune.new_pieces == "fresh"  # the default
     parent, model, fresh, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
     weights = model.state_dict()
     parent_pieces = {parent.tgt_tok.id_to_piece(i): i for i in range(len(parent.tgt_tok))}
@@ -110,8 +111,7 @@ def test_transfer_copies_rows_of_shared_pieces_and_keeps_new_rows_fresh(trained_
 
 
 def test_new_pieces_start_from_the_mean_of_their_spelling_in_the_parent(trained_run, new_lang_dir, tmp_path):
-    cfg = load_child(child_dict(new_lang_dir, trained_run), tmp_path)
-    assert cfg.finetune.new_pieces == "spelled"  # the default
+    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"new_pieces": "spelled"}), tmp_path)
     parent, model, fresh, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
     weights = model.state_dict()
     parent_sp = parent.tgt_tok.sp
@@ -261,7 +261,7 @@ def test_finetune_settings_are_validated(synthetic_dir):
     with pytest.raises(ConfigError, match=r"finetune\.warmup_steps: needs init_from and finetune\.reset_step"):
         config_from_dict({**tiny_config_dict(synthetic_dir, finetune={"warmup_steps": 10, "reset_step": False}),
                           "init_from": "runs/x"})
-    with pytest.raises(ConfigError, match=r"finetune\.new_pieces: 'random' is not one of: spelled, fresh"):
+    with pytest.raises(ConfigError, match=r"finetune\.new_pieces: 'random' is not one of: fresh, spelled"):
         config_from_dict(tiny_config_dict(synthetic_dir, finetune={"new_pieces": "random"}))
 
 
@@ -285,8 +285,7 @@ def encoder_states(model, tok: Tokenizer, sentences: list[str]) -> torch.Tensor:
 
 def test_keep_source_reads_the_new_data_as_the_parent_and_transfers_the_target(trained_run, new_lang_dir,
                                                                                 tmp_path):
-    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"vocabulary": "keep_source",
-                                                                     "new_pieces": "fresh"}), tmp_path)
+    cfg = load_child(child_dict(new_lang_dir, trained_run, finetune={"vocabulary": "keep_source"}), tmp_path)
     assert not cfg.tokenizer.joint  # inherited from a joint parent, split because the sides now differ
     parent, model, fresh, src_tok, tgt_tok = start_child(cfg, tmp_path / "child")
     child_dir = tmp_path / "child"
