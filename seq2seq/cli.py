@@ -141,7 +141,10 @@ def cmd_serve(args) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("seq2seq serve needs the serve extra: pip install 'seq2seq[serve]'") from None
+    from .rundir import RunDir
     from .serve import Limits, serve
+    for run_dir in args.model:  # a wrong path is an error now, not a service that never gets ready
+        RunDir(run_dir).checkpoint(args.checkpoint)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     if args.beam_size is not None and not 1 <= args.beam_size <= args.max_beam:
         raise ConfigError(f"--beam-size: must be from 1 to --max-beam ({args.max_beam})")

@@ -97,6 +97,13 @@ def test_an_oversized_body_without_content_length_is_refused(client):
     assert response.status_code == 413 and "over 4096 bytes" in response.json()["error"]
 
 
+def test_a_run_that_is_not_there_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "seq2seq", "serve", "--model", str(tmp_path / "nothing")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "is not a run directory" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_health_waits_for_the_model_and_reports_a_failed_load(tmp_path, trained_run):
     service = Service([str(trained_run)], load_options={"device": "cpu"}, limits=Limits(), beam_size=None,
                       max_batch=8, max_wait=0.001)
