@@ -179,9 +179,12 @@ def one_run(args, seed: int, n: int, mode: str, train_prefix: Path):
         cap = [f"training.max_steps={args.cap_steps}" if args.cap_steps else "training.max_steps=null"]
         run("train", "--run-dir", str(run_dir), "--resume", "--quiet", "--set", "training.max_minutes=null",
             "--set", f"training.patience={args.patience}", *(x for c in cap for x in ("--set", c)))
-        yield {**head, "budget": "converged",
-               "budget_text": f"patience {args.patience}" + (f", cap {args.cap_steps} updates" if args.cap_steps else ""),
-               **score(args, run_dir, threads)}
+        result = {**head, "budget": "converged",
+                  "budget_text": f"patience {args.patience}" + (f", cap {args.cap_steps} updates" if args.cap_steps else ""),
+                  **score(args, run_dir, threads)}
+        # A run that reached the cap stopped before early stopping could: it did not converge.
+        result["capped"] = bool(args.cap_steps) and result["steps"] >= args.cap_steps
+        yield result
 
 
 def gains(results: list[dict]) -> dict:
@@ -211,12 +214,14 @@ def write_results(args, results: list[dict]) -> None:
              f"budget: {budget} per run (validation not counted)"
              + (f", then to convergence (patience {args.patience}"
                 + (f", at most {args.cap_steps} updates)" if args.cap_steps else ")") if args.converge else "") + ".",
+             "", "(cap): the run reached --cap-steps before early stopping, so it had not converged.",
              "", "| budget | seed | pairs | start | steps | train min | best valid BLEU | test BLEU | test chrF "
              "| pieces carried (src, tgt) |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
         carried = ", ".join(r["carried"].get(s, "-") for s in ("source", "target")) if r["carried"] else "-"
-        lines.append(f"| {r['budget']} | {r['seed']} | {r['pairs']} | {r['mode']} | {r['steps']} | "
+        steps = f"{r['steps']} (cap)" if r.get("capped") else r["steps"]
+        lines.append(f"| {r['budget']} | {r['seed']} | {r['pairs']} | {r['mode']} | {steps} | "
                      f"{r['train_minutes']} | {r['best_valid_bleu']:.2f} | {r['test_bleu']:.2f} | "
                      f"{r['test_chrf']:.2f} | {carried} |")
     lines += ["", "Test BLEU per setting (mean over seeds, min-max):", "",

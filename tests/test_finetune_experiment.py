@@ -45,6 +45,8 @@ def test_each_seed_is_a_run_and_gains_are_per_seed(tmp_path, trained_run):
     assert all(steps["budget", s, m] == 6 for s in (1, 2) for m in modes)
     # Converging continued each run past the budget (the cap is 12 updates).
     assert all(6 < steps["converged", s, m] <= 12 for s in (1, 2) for m in modes)
+    capped = {(r["seed"], r["mode"]): r["capped"] for r in results if r["budget"] == "converged"}
+    assert all(capped[s, m] == (steps["converged", s, m] == 12) for s in (1, 2) for m in modes)
     report = (out / "results.md").read_text()
     for budget in ("budget", "converged"):
         bleu = {(r["seed"], r["mode"]): r["test_bleu"] for r in results if r["budget"] == budget}
