@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fine-tuning versus training from scratch on small English->French data.
+"""Fine-tuning versus training from scratch on small English->French (or --src/--tgt) data.
 
 For each training size (default: the first 2,000 and 5,000 pairs of DATA/train.{en,fr}) it
 trains one run per mode of the parent's architecture under the same budget: MINUTES of training
@@ -7,14 +7,15 @@ trains one run per mode of the parent's architecture under the same budget: MINU
 updates does not depend on what else the machine runs, so --jobs can run several at once):
   transfer        fine-tuned from PARENT_DIR with a new vocabulary, new pieces fresh
   keep            fine-tuned from PARENT_DIR with the parent's vocabulary (unknown characters allowed)
-  keep_source     fine-tuned from PARENT_DIR; English keeps the parent's tokenizer, French is
-                  transferred, new French pieces fresh (the setting before finetune.new_pieces)
+  keep_source     fine-tuned from PARENT_DIR; the source side keeps the parent's tokenizer, the
+                  target side is transferred, new pieces fresh (the setting before finetune.new_pieces)
   spelled         keep_source, new pieces started from their spelling (finetune.new_pieces: spelled)
   spelled_warmup  spelled, and only embeddings and output layer train for the first
                   --warmup-steps updates (finetune.warmup_steps)
   scratch         the same config without init_from (fresh weights, vocabulary trained on the new data)
-then translates DATA/test_2016_flickr.en with beam 5 and scores it with sacreBLEU against
-test_2016_flickr.fr. With --converge, each run then continues (resumed exactly where the budget
+then translates DATA/test_2016_flickr.SRC with beam 5 and scores it with sacreBLEU against
+test_2016_flickr.TGT (--src en --tgt fr by default; another pair of Multi30k's languages, e.g.
+--src de --tgt fr, gives a child whose source side the parent's encoder never read). With --converge, each run then continues (resumed exactly where the budget
 ended) until validation BLEU has not improved for --patience validations or --cap-steps updates,
 and is scored again. With several --seeds, every run is repeated with each training seed
 (OUT/seedS/MODE_N). Results go to OUT/results.md (every run, then each fine-tuned mode's gain
@@ -57,10 +58,10 @@ def run(*args: str, threads: int | None = None) -> None:
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def subset(data: Path, out: Path, n: int) -> Path:
-    """The first n training pairs, as OUT/data/train{n}.{en,fr}; returns the path prefix."""
+def subset(data: Path, out: Path, n: int, langs: tuple[str, str]) -> Path:
+    """The first n training pairs, as OUT/data/train{n}.{src,tgt}; returns the path prefix."""
     out.mkdir(parents=True, exist_ok=True)
-    for lang in ("en", "fr"):
+    for lang in langs:
         lines, _ = read_lines(data / f"train.{lang}")
         if len(lines) < n:
             sys.exit(f"{data}/train.{lang} has only {len(lines)} lines, fewer than {n}")
@@ -89,7 +90,9 @@ def main() -> int:
     parser.add_argument("--cap-steps", type=int, default=None, help="--converge: stop at this many updates at most")
     parser.add_argument("--warmup-steps", type=int, default=200, help="spelled_warmup: finetune.warmup_steps")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k",
-                        help="directory with train/val/test_2016_flickr .en/.fr (default: ../shared/data/multi30k)")
+                        help="directory with train/val/test_2016_flickr files per language (default: ../shared/data/multi30k)")
+    parser.add_argument("--src", default="en", help="source language of the child (file suffix; default en)")
+    parser.add_argument("--tgt", default="fr", help="target language of the child (file suffix; default fr)")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune_en_fr"), help="where runs and results go")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "finetune_en_fr.yaml")
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000], help="training pairs per run")
@@ -106,7 +109,7 @@ def main() -> int:
     if (args.minutes is not None and args.minutes <= 0) or (args.steps is not None and args.steps <= 0):
         parser.error("the budget must be positive")
 
-    train_prefixes = {n: subset(args.data, args.out / "data", n) for n in args.sizes}
+    train_prefixes = {n: subset(args.data, args.out / "data", n, (args.src, args.tgt)) for n in args.sizes}
     tasks = [(seed, n, mode) for seed in args.seeds for n in args.sizes for mode in args.modes]
     # Results of other runs in OUT (earlier invocations with other seeds, sizes or modes) stay.
     earlier = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else []
@@ -139,11 +142,11 @@ def mode_settings(mode: str, warmup_steps: int) -> list[str]:
 
 
 def score(args, run_dir: Path, threads: int | None) -> dict:
-    hyp = run_dir / "test_2016_flickr.hyp.fr"
-    run("translate", "--model", str(run_dir), "--input", str(args.data / "test_2016_flickr.en"),
+    hyp = run_dir / f"test_2016_flickr.hyp.{args.tgt}"
+    run("translate", "--model", str(run_dir), "--input", str(args.data / f"test_2016_flickr.{args.src}"),
         "--output", str(hyp), "--beam-size", "5", threads=threads)
     hyps, _ = read_lines(hyp)
-    refs, _ = read_lines(args.data / "test_2016_flickr.fr")
+    refs, _ = read_lines(args.data / f"test_2016_flickr.{args.tgt}")
     scores = score_all(hyps, refs)
     return {**run_summary(run_dir), "test_bleu": round(scores["bleu"], 2), "test_chrf": round(scores["chrf"], 2),
             "bleu_signature": scores["bleu_signature"]}
@@ -157,7 +160,7 @@ def one_run(args, seed: int, n: int, mode: str, train_prefix: Path):
     threads = 1 if args.jobs > 1 else None
     limit = f"training.max_minutes={args.minutes}" if args.steps is None else f"training.max_steps={args.steps}"
     sets = [f"init_from={args.parent}", f"data.train={train_prefix}", f"data.valid={args.data / 'val'}",
-            f"data.test={args.data / 'test_2016_flickr'}", limit, *mode_settings(mode, args.warmup_steps),
+            f"data.test={args.data / 'test_2016_flickr'}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}", limit, *mode_settings(mode, args.warmup_steps),
             *args.set, f"training.seed={seed}"]
     # Resolve the config here (architecture inherited from the parent) so that scratch
     # trains exactly the same model and settings, only without the parent.
@@ -210,7 +213,7 @@ def means(results: list[dict]) -> dict:
 def write_results(args, results: list[dict]) -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     budget = f"{args.minutes:g} minutes of training" if args.steps is None else f"{args.steps} updates"
-    lines = [f"English->French on Multi30k test_2016_flickr, beam 5; parent {args.parent}; "
+    lines = [f"{args.src}->{args.tgt} on Multi30k test_2016_flickr, beam 5; parent {args.parent}; "
              f"budget: {budget} per run (validation not counted)"
              + (f", then to convergence (patience {args.patience}"
                 + (f", at most {args.cap_steps} updates)" if args.cap_steps else ")") if args.converge else "") + ".",

@@ -53,3 +53,26 @@ def test_each_seed_is_a_run_and_gains_are_per_seed(tmp_path, trained_run):
         per_seed = [round(bleu[s, "transfer"] - bleu[s, "scratch"], 2) for s in (1, 2)]
         assert (f"| {budget} | 100 | transfer | 1: {per_seed[0]:+.2f}, 2: {per_seed[1]:+.2f} | "
                 f"**{sum(per_seed) / 2:+.2f}** |") in report
+
+
+def test_another_language_pair_reads_and_scores_its_own_files(tmp_path, trained_run):
+    # --src de --tgt en: the child reads train.de/train.en, translates the German test file
+    # and is scored against the English one (not Multi30k's default en->fr files).
+    data = write_synthetic(tmp_path / "data", train=120, valid=10, test=12, seed=3, src="de", tgt="en")
+    for lang in ("de", "en"):
+        (data / f"valid.{lang}").rename(data / f"val.{lang}")
+        (data / f"test.{lang}").rename(data / f"test_2016_flickr.{lang}")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(trained_run), "--steps", "4", "--data", str(data),
+                           "--out", str(out), "--sizes", "100", "--modes", "keep_source", "scratch",
+                           "--src", "de", "--tgt", "en", "--set", "training.num_threads=1",
+                           "--set", "training.valid_every=2"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for mode in ("keep_source", "scratch"):
+        cfg = load_config(out / "seed1" / f"{mode}_100.yaml")
+        assert (cfg.data.src_lang, cfg.data.tgt_lang) == ("de", "en")
+        hyp = out / "seed1" / f"{mode}_100" / "test_2016_flickr.hyp.en"
+        assert len(hyp.read_text().splitlines()) == 12
+    assert (out / "data" / "train100.de").read_text().splitlines() == (data / "train.de").read_text().splitlines()[:100]
+    assert (out / "results.md").read_text().startswith("de->en on Multi30k")
