@@ -15,9 +15,9 @@ updates does not depend on what else the machine runs, so --jobs can run several
   scratch         the same config without init_from (fresh weights, vocabulary trained on the new data)
 then translates DATA/test_2016_flickr.SRC with beam 5 and scores it with sacreBLEU against
 test_2016_flickr.TGT (--src en --tgt fr by default; another pair of Multi30k's languages, e.g.
---src de --tgt fr, gives a child whose source side the parent's encoder never read). With --converge, each run then continues (resumed exactly where the budget
-ended) until validation BLEU has not improved for --patience validations or --cap-steps updates,
-and is scored again. With several --seeds, every run is repeated with each training seed
+--src de --tgt fr, gives a child whose source side the parent's encoder never read). With
+--converge, each run then continues (resumed exactly where the budget ended) until validation
+BLEU has not improved for --patience validations or --cap-steps updates, and is scored again. With several --seeds, every run is repeated with each training seed
 (OUT/seedS/MODE_N). Results go to OUT/results.md (every run, then each fine-tuned mode's gain
 over scratch per seed and on average, per budget) and OUT/results.json.
 
@@ -160,8 +160,8 @@ def one_run(args, seed: int, n: int, mode: str, train_prefix: Path):
     threads = 1 if args.jobs > 1 else None
     limit = f"training.max_minutes={args.minutes}" if args.steps is None else f"training.max_steps={args.steps}"
     sets = [f"init_from={args.parent}", f"data.train={train_prefix}", f"data.valid={args.data / 'val'}",
-            f"data.test={args.data / 'test_2016_flickr'}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}", limit, *mode_settings(mode, args.warmup_steps),
-            *args.set, f"training.seed={seed}"]
+            f"data.test={args.data / 'test_2016_flickr'}", f"data.src_lang={args.src}", f"data.tgt_lang={args.tgt}",
+            limit, *mode_settings(mode, args.warmup_steps), *args.set, f"training.seed={seed}"]
     # Resolve the config here (architecture inherited from the parent) so that scratch
     # trains exactly the same model and settings, only without the parent.
     cfg = load_run_config(args.config, sets)
