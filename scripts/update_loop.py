@@ -1,4 +1,5 @@
-"""What scripts/profile_training.py, ab_update.py and ab_configs.py share: a config's model on
+"""What scripts/profile_training.py, profile_decoding.py and ab_configs.py share (and the A/B
+helpers kept beside their write-ups under docs/measurements/ import): a config's model on
 Multi30k en->de batches, and one training update through seq2seq.update.update, the function
 the trainer calls. Not a script of its own.
 """

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, without_training_state
 from .errors import CheckpointError
 from .rundir import RunDir
 
@@ -41,8 +41,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict:
         last = ckpt
     dtypes = {k: v.dtype for k, v in last["model"].items()}
     model = {k: (v / len(paths)).to(dtypes[k]) if v.is_floating_point() else v for k, v in total.items()}
-    payload = {k: v for k, v in last.items()
-               if k not in ("format", "format_version", "model", "optimizer", "scheduler", "progress", "rng")}
+    payload = without_training_state(last)
     payload["model"] = model
     payload["averaged_from"] = [Path(p).name for p in paths]
     return payload
@@ -62,7 +61,7 @@ def average_run(run_dir: str | Path, *, last: int, output: str | Path | None = N
         raise CheckpointError(f"{run_dir}: asked to average {last} checkpoints but only {len(kept)} "
                               f"best.stepN.pt files are kept (raise training.keep_best to keep more)")
     inputs = kept[-last:]
-    out = Path(output) if output is not None else Path("averaged.pt")
+    out = rd.averaged if output is None else Path(output)
     if not out.is_absolute() and out.parent == Path("."):
         out = run_dir / out
     save_checkpoint(out, average_checkpoints(inputs))

@@ -1,4 +1,11 @@
-"""Self-describing checkpoints, written atomically and loaded without executing code."""
+"""Self-describing checkpoints: what one holds, written atomically and loaded without executing code.
+
+Every checkpoint holds `format`, `format_version`, `config` (the resolved config as a dict),
+`model` (the unwrapped model's weights), `step`, `epoch` and `best_score`. A run's last.pt adds
+the training state --resume needs (TRAINING_STATE: optimizer, schedule, progress, random
+streams, fp16's loss scale); an averaged checkpoint adds `averaged_from`. This module is the one
+place that writes, reads and filters these fields.
+"""
 from __future__ import annotations
 
 import errno
@@ -43,6 +50,51 @@ def atomic_write(path: str | Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+# What --resume needs beyond the weights; averaging and weights-only checkpoints leave it out.
+TRAINING_STATE = ("optimizer", "scheduler", "progress", "rng", "scaler")
+
+
+def weights_payload(model: torch.nn.Module, config: dict, *, step: int, epoch: int,
+                    best_score: float | None) -> dict[str, Any]:
+    """What every checkpoint holds: the resolved config, the weights and where training stood."""
+    return {"config": config, "model": unwrap(model).state_dict(), "step": step, "epoch": epoch,
+            "best_score": best_score}
+
+
+def training_payload(model: torch.nn.Module, config: dict, *, progress: dict, optimizer, scheduler,
+                     scaler=None) -> dict[str, Any]:
+    """A weights payload plus the full training state (last.pt): optimizer, schedule, progress,
+    the random streams and the loss scale, through their public state_dicts."""
+    payload = weights_payload(model, config, step=progress["step"], epoch=progress["epoch"],
+                              best_score=progress["best_score"])
+    payload.update({
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "progress": dict(progress),
+        "rng": {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    })
+    return payload
+
+
+def without_training_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a loaded checkpoint that a derived weights-only checkpoint (an average)
+    carries over: everything but the format tags, the weights and the training state."""
+    return {k: v for k, v in checkpoint.items() if k not in ("format", "format_version", "model", *TRAINING_STATE)}
+
+
+def restore_random_state(checkpoint: dict[str, Any]) -> None:
+    """Put back the random streams a training_payload recorded."""
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    if torch.cuda.is_available() and checkpoint["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+
+def has_training_state(checkpoint: dict[str, Any]) -> bool:
+    return "progress" in checkpoint and "optimizer" in checkpoint
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

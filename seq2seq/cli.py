@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from .data import groups, read_lines
-from .errors import CheckpointError, ConfigError, DataError, Interrupted, PlotError, TrainingError
+from .errors import ConfigError, DataError, DecodingError, Interrupted, UserError, is_out_of_memory, out_of_memory_message
+from .rundir import BEST
 
 log = logging.getLogger("seq2seq")
 
@@ -33,6 +34,7 @@ def _lines(stream):
 
 
 def cmd_train(args) -> int:
+    from .rundir import RunDir
     from .start import load_run_config
     from .trainer import train
     if args.config is None and not args.resume:
@@ -40,9 +42,9 @@ def cmd_train(args) -> int:
     if args.run_dir is None:
         if args.config is None:
             raise ConfigError("--run-dir: needed with --resume when no --config is given")
-        args.run_dir = str(Path("runs") / Path(args.config).stem)
+        args.run_dir = str(RunDir.default_for(args.config))
     # Resuming without --config keeps the run's own settings (its stopping limits included).
-    base = args.config if args.config is not None else Path(args.run_dir) / "config.yaml"
+    base = args.config if args.config is not None else RunDir(args.run_dir).config_file
     cfg = load_run_config(base, args.set)
     from . import distributed
     try:
@@ -53,8 +55,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_prepare(args) -> int:
+    from .rundir import RunDir
     from .start import load_run_config, prepare
-    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    run_dir = args.run_dir or str(RunDir.default_for(args.config))
     store = prepare(load_run_config(args.config, args.set), run_dir, quiet=args.quiet)
     print(f"{store.directory}: {len(store):,} pairs")
     return 0
@@ -72,7 +75,7 @@ def cmd_translate(args) -> int:
     from .translator import Translator
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     if args.nbest is not None and args.nbest < 1:
-        raise ConfigError("--nbest: must be at least 1")
+        raise DecodingError("--nbest: must be at least 1")
     if args.attention:
         from .plot import _pyplot
         _pyplot()  # a missing matplotlib is reported before any translation work
@@ -141,13 +144,17 @@ def cmd_serve(args) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("seq2seq serve needs the serve extra: pip install 'seq2seq[serve]'") from None
+    from .onnx_model import is_export, verify
     from .rundir import RunDir
     from .serve import Limits, serve
     for run_dir in args.model:  # a wrong path is an error now, not a service that never gets ready
-        RunDir(run_dir).checkpoint(args.checkpoint)
+        if is_export(run_dir):
+            verify(run_dir)
+        else:
+            RunDir(run_dir).checkpoint(args.checkpoint)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     if args.beam_size is not None and not 1 <= args.beam_size <= args.max_beam:
-        raise ConfigError(f"--beam-size: must be from 1 to --max-beam ({args.max_beam})")
+        raise DecodingError(f"--beam-size: must be from 1 to --max-beam ({args.max_beam})")
     limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_sentences=args.max_sentences,
                     max_chars=args.max_chars, max_beam=args.max_beam, max_nbest=args.max_nbest)
     load_options = dict(device=args.device, checkpoint=args.checkpoint, quantize=args.quantize,
@@ -196,6 +203,17 @@ def cmd_average(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+    manifest = export_run(args.model, args.out, checkpoint=args.checkpoint, quantize=args.quantize)
+    check = manifest["check"]
+    page = " and the in-browser page (serve the folder statically)" if "index.html" in manifest["files"] else ""
+    print(f"exported {manifest['exported_from']['run']}/{manifest['exported_from']['checkpoint']} to {args.out}"
+          f"{' (int8)' if args.quantize else ''}: ONNX graphs{page}; float32 graphs agree with PyTorch within "
+          f"{check['max_abs_difference']:.1g} (allowed {check['tolerance']:g})")
+    return 0
+
+
 def cmd_config(args) -> int:
     from .config import defaults_yaml, dump_yaml
     from .start import load_run_config
@@ -206,14 +224,24 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _out_of_memory(e: RuntimeError) -> bool:
-    text = str(e)
-    return "can't allocate memory" in text or "out of memory" in text.lower()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+def add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """The options `translate` and `serve` share: which runs to load, where, and how to decode."""
+    p.add_argument("--model", required=True, action="append", metavar="RUN_DIR",
+                   help="a run directory written by train; give it several times to decode with an ensemble of "
+                        "runs (their probabilities averaged at every step; they must share their tokenizers)")
+    p.add_argument("--checkpoint", default=BEST,
+                   help="checkpoint file inside each RUN_DIR (default: best.pt, or last.pt in a run that has "
+                        "no best.pt yet)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to decode; auto: CUDA when torch sees a GPU, else the CPU (default: auto)")
+    p.add_argument("--beam-size", type=int, help="beam width; 1 is greedy (default: the run's decoding.beam_size)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="decode with int8 dynamic quantization of the matrix products (CPU only; the "
+                        "checkpoint stays float32)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="float type of the matrix products (weights stay float32); auto: bf16 on a GPU that "
+                        "has it (else fp16) or a CPU with AMX, float32 elsewhere (default: the run's "
+                        "decoding.precision)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,18 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("translate", help="translate raw text, one sentence per line")
-    p.add_argument("--model", required=True, action="append", metavar="RUN_DIR",
-                   help="a run directory written by train; give it several times to decode with an ensemble of "
-                        "runs (their probabilities averaged at every step; they must share their tokenizers)")
+    add_decoding_options(p)
     p.add_argument("--input", help="input file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
-    p.add_argument("--beam-size", type=int, help="beam width; 1 is greedy (default: the run's decoding.beam_size)")
     p.add_argument("--batch-size", type=int, help="sentences per batch (default: decoding.batch_size)")
     p.add_argument("--length-penalty", type=float, help="GNMT length-penalty alpha")
     p.add_argument("--max-len-ratio", type=float, help="output at most this times the source length (+ offset)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--checkpoint", default="best.pt",
-                   help="checkpoint file inside each RUN_DIR (default: best.pt)")
     p.add_argument("--nbest", type=int, metavar="K",
                    help="write the K best translations per input as TSV: input index (from 0), rank, score, text")
     p.add_argument("--scores", action="store_true", help="append each translation's score as a TSV column")
@@ -257,25 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write an attention heatmap of the best translation of each input into DIR/INDEX.png "
                         "(needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--quantize", choices=["int8"],
-                   help="int8 dynamic quantization of the linear and encoder RNN layers (CPU only)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="float type of the products: bf16/fp16 (weights stay float32), auto: bf16 on a GPU "
-                        "or a CPU with AMX (default: the run's decoding.precision)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("serve", help="an HTTP translation service with dynamic batching and a web page "
                                      "(needs the serve extra)")
-    p.add_argument("--model", required=True, action="append", metavar="RUN_DIR",
-                   help="a run directory written by train; several make an ensemble")
+    add_decoding_options(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside each RUN_DIR (default: best.pt)")
-    p.add_argument("--quantize", choices=["int8"], help="int8 dynamic quantization (CPU only)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="float type of the products (default: the run's decoding.precision)")
-    p.add_argument("--beam-size", type=int, help="default beam width (default: the run's decoding.beam_size)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
     p.add_argument("--max-batch", type=int, default=64, help="most sentences decoded in one batch (default: 64)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="how long a batch waits for more requests to join it (default: 5 ms)")
@@ -300,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameters, vocabularies, training time and best scores of a run")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--checkpoint", default="best.pt", help="checkpoint file inside RUN_DIR (default: best.pt)")
+    p.add_argument("--checkpoint", default=BEST, help="checkpoint file inside RUN_DIR (default: best.pt)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
@@ -310,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the N most recent best.stepN.pt files (see training.keep_best)")
     p.add_argument("--output", metavar="FILE", help="output checkpoint (default: RUN_DIR/averaged.pt)")
     p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("export", help="write a run as ONNX graphs, tokenizers and a manifest (needs the onnx "
+                                      "extra): decoded by onnxruntime or in a browser")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="the run to export")
+    p.add_argument("--checkpoint", default=BEST, help="checkpoint file inside RUN_DIR (default: best.pt)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the export folder (new, empty, or an earlier export)")
+    p.add_argument("--quantize", choices=["int8"], help="int8 weights (onnxruntime's dynamic quantization)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("config", help="print a resolved config, or all defaults with a comment per key")
     p.add_argument("--defaults", action="store_true", help="print the full default config with comments")
@@ -321,27 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("beam_size", "batch_size"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            print(f"seq2seq {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
+    # What a user can fix is one line and exit status 2, chosen by the exception's type (errors.py);
+    # anything else is a bug and keeps its traceback.
     try:
+        for name in ("beam_size", "batch_size"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                raise DecodingError(f"--{name.replace('_', '-')} must be at least 1")
         return args.func(args)
-    except (ConfigError, DataError, CheckpointError, TrainingError, PlotError) as e:
+    except UserError as e:
         print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # e.g. --device cuda without a GPU
-        if "device" in str(e) or "precision" in str(e):
-            print(f"seq2seq {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        raise
-    except (MemoryError, RuntimeError) as e:
-        if not isinstance(e, MemoryError) and not _out_of_memory(e):
-            raise
-        print(f"seq2seq {args.command}: error: out of memory ({_first_line(e)}); make the model smaller "
-              f"(model.*.hidden_size, emb_size, tokenizer.vocab_size) or the batches (training.batch_tokens, "
-              f"batch_size; decoding.batch_size)", file=sys.stderr)
         return 2
     except Interrupted as e:
         print(f"seq2seq {args.command}: {e}", file=sys.stderr)
@@ -351,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        message = out_of_memory_message(e, decoding=args.command in ("translate", "serve"))
+        print(f"seq2seq {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

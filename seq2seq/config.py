@@ -21,9 +21,10 @@ from .errors import ConfigError
 
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-         min_exclusive: bool = False) -> Any:
-    """A dataclass field carrying its help text and numeric range (for validation and docs)."""
-    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive}
+         min_exclusive: bool = False, shorthand: str | None = None) -> Any:
+    """A dataclass field carrying its help text and numeric range (for validation and docs);
+    `shorthand`: a list-of-sections field also takes a string, as [{SHORTHAND: string}]."""
+    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive, "shorthand": shorthand}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -31,6 +32,7 @@ def _opt(default: Any, help: str, *, min: float | None = None, max: float | None
 
 @dataclass(frozen=True)
 class TrainCorpus:
+    """One training corpus: its files and its share of each epoch."""
     path: str = _opt("", "path prefix of the corpus files (PATH.SRC_LANG, PATH.TGT_LANG)")
     weight: float = _opt(1.0, "share of each epoch's pairs drawn from this corpus, relative to the others",
                          min=0.0, min_exclusive=True)
@@ -40,9 +42,10 @@ class TrainCorpus:
 class DataConfig:
     src_lang: str = _opt("en", "source language code; files are PREFIX.SRC_LANG")
     tgt_lang: str = _opt("de", "target language code; files are PREFIX.TGT_LANG")
-    train: Union[str, list[TrainCorpus]] = _opt(
-        "data/multi30k/train", "path prefix of the training files (relative to the working directory), or a list "
-        "of corpora `- {path: PREFIX, weight: W}` whose pairs each epoch draws in proportion to their weights")
+    train: list[TrainCorpus] = _opt(
+        [TrainCorpus("data/multi30k/train")], "the training corpora `- {path: PREFIX, weight: W}`, whose pairs "
+        "each epoch draws in proportion to their weights (paths relative to the working directory); a single "
+        "path prefix `train: PREFIX` is short for one corpus", shorthand="path")
     valid: str = _opt("data/multi30k/val", "path prefix of the validation files")
     test: Optional[str] = _opt("data/multi30k/test_2016_flickr", "path prefix of a test set (used by scripts), or null")
     max_src_len: int = _opt(100, "training pairs whose source has more pieces are dropped (and counted)", min=1)
@@ -103,9 +106,8 @@ class ModelConfig:
     share_embeddings: bool = _opt(False, "one embedding matrix for source and target (needs tokenizer.joint)")
     tie_embeddings: bool = _opt(False, "decoder output layer reuses the target embedding (needs emb_size == hidden_size)")
     init: Literal["xavier_uniform", "uniform"] = _opt(
-        "xavier_uniform", "initialisation of weight matrices: Xavier, or uniform in [-0.1, 0.1]; uniform learned "
-        "far faster on Multi30k with 256-512 units (configs/multi30k_en_de.yaml, configs/bench_peer_lstm.yaml), "
-        "as Xavier makes large-vocabulary embeddings tiny; with very small layers uniform learned slower")
+        "xavier_uniform", "initialisation of weight matrices: Xavier (scaled to each layer's sizes), or uniform "
+        "in [-0.1, 0.1] (which configs use which, and why: docs/configs.md)")
     rnn_init: Literal["xavier_uniform", "orthogonal"] = _opt(
         "xavier_uniform", "initialisation of recurrent (hidden-to-hidden) weights")
 
@@ -199,7 +201,7 @@ class FinetuneConfig:
     new_pieces: Literal["fresh", "spelled"] = _opt(
         "fresh", "rows of pieces the parent's vocabulary lacks: fresh leaves them at their random "
         "initialisation; spelled starts each from the mean of the parent's rows for the pieces the parent's "
-        "tokenizer cuts its text into (measured no better for en->fr: docs/finetuning.md)")
+        "tokenizer cuts its text into (when it pays: docs/finetuning.md)")
     warmup_steps: int = _opt(
         0, "train only the embeddings and output layer for this many updates, then everything (freeze still "
         "holds); needs reset_step: true", min=0)
@@ -241,10 +243,6 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
             if len(args) == len(typing.get_args(tp)):
                 raise ConfigError(f"{path}: null is not allowed")
             return None
-        # str | list[...]: the value's own kind picks the branch
-        lists = [a for a in args if typing.get_origin(a) is list]
-        if lists and isinstance(value, list):
-            return _check_value(path, lists[0], value, meta)
         return _check_value(path, args[0], value, meta)
     if value is None:
         raise ConfigError(f"{path}: null is not allowed, expected {_type_name(tp)}")
@@ -276,8 +274,12 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
     elif origin is list:
+        if isinstance(value, str) and meta.get("shorthand"):
+            # `train: PREFIX` means `train: [{path: PREFIX}]`: after validation a list is always a list
+            value = [{meta["shorthand"]: value}]
         if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            expected = "a string or a list" if meta.get("shorthand") else "a list"
+            raise ConfigError(f"{path}: expected {expected}, got {value!r}")
         item_type = typing.get_args(tp)[0]
         if dataclasses.is_dataclass(item_type):
             if not value:
@@ -353,10 +355,9 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError("training.batch_tokens: set batch_tokens, batch_size or both")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         raise ConfigError(f"training.betas: expected two numbers in [0, 1), got {t.betas!r}")
-    if not isinstance(cfg.data.train, str):
-        for i, corpus in enumerate(cfg.data.train):
-            if not corpus.path:
-                raise ConfigError(f"data.train[{i}].path: every corpus needs the path prefix of its files")
+    for i, corpus in enumerate(cfg.data.train):
+        if not corpus.path:
+            raise ConfigError(f"data.train[{i}].path: every corpus needs the path prefix of its files")
     if cfg.data.src_lang == cfg.data.tgt_lang:
         raise ConfigError("data.tgt_lang: must differ from data.src_lang")
     if cfg.init_from is None and cfg.finetune.freeze:
@@ -467,7 +468,8 @@ def defaults_yaml() -> str:
                 lines.append(f"{indent}{f.name}:")
                 walk(tp, indent + "  ")
                 continue
-            value = yaml.safe_dump(getattr(instance, f.name), default_flow_style=True).strip()
+            # asdict: a list of sections (data.train) is written as mappings
+            value = yaml.safe_dump(dataclasses.asdict(instance)[f.name], default_flow_style=True).strip()
             value = value.removesuffix("\n...").removesuffix("...").strip()
             comment = f.metadata.get("help", "")
             if typing.get_origin(tp) is Literal:

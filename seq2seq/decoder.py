@@ -1,14 +1,16 @@
-"""Attention decoder with explicit state, stepped one target position at a time.
+"""Attention decoder with explicit state, trained by teacher forcing.
 
-The decoder never keeps state inside the module: `step` takes a DecoderState and returns a
-new one, and search reorders states with `select`. Teacher-forced training runs the same
-step function, but computes everything that does not depend on the recurrence (embeddings
-and their share of the first layer's gates, the output layer) for all positions at once.
+The decoder never keeps state inside the module: a step takes a DecoderState and returns a
+new one, and search reorders states with `select`. Teacher-forced training computes
+everything that does not depend on the recurrence (embeddings and their share of the first
+layer's gates, the output layer) for all positions at once, and runs the per-step products
+through recurrence.StepLinear. Decoding runs the same cell and attention functions
+(`lstm_layers`, `gru_layers`, `attentional_vector`) from its own object, decoding.DecodingModel.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,10 @@ from .attention import build_attention
 from .encoder import EncoderOutput
 from .recurrence import StepLinear
 from .tokenizer import PAD
+
+# The per-step products of one layer by name (see Decoder.step_weights): a StepLinear when
+# training, an nn.Linear (maybe int8) when decoding.
+Products = Mapping[str, Callable[[torch.Tensor], torch.Tensor]]
 
 
 @dataclass
@@ -44,11 +50,86 @@ class DecoderState:
                             None if self.feed is None else self.feed.index_select(0, index))
 
 
+# -- the maths of one step, shared by training and decoding -----------------------------------
+
+def lstm_layers(emb_gates: torch.Tensor, state: DecoderState, layers: Sequence[Products], *,
+                dropout: Callable) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """LSTM layers of one step from the embedding's gates (batch, 4 * hidden): new h and c per
+    layer, each (batch, hidden). A layer's one product "gates" takes [input, h]."""
+    new_h, new_c = [], []
+    for layer, products in enumerate(layers):
+        x = state.feed if layer == 0 else dropout(new_h[-1])  # feed is None without input feeding
+        h_prev = state.h[layer]
+        gates = products["gates"](h_prev if x is None else torch.cat([x, h_prev], dim=-1))
+        if layer == 0:
+            gates = gates + emb_gates
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        new_h.append(h)
+        new_c.append(c)
+    return tuple(new_h), tuple(new_c)
+
+
+def gru_layers(emb_gates: torch.Tensor, state: DecoderState, layers: Sequence[Products], *,
+               dropout: Callable) -> tuple[tuple[torch.Tensor, ...], None]:
+    """GRU layers of one step from the embedding's gates (batch, 3 * hidden): new h per layer
+    (batch, hidden) and no c. A layer's products: "input" (absent for the first layer without
+    input feeding) and "hidden"."""
+    new_h = []
+    for layer, products in enumerate(layers):
+        x = state.feed if layer == 0 else dropout(new_h[-1])  # feed is None without input feeding
+        h_prev = state.h[layer]
+        gi = emb_gates if layer == 0 else 0
+        if x is not None:
+            gi = gi + products["input"](x)
+        gh = products["hidden"](h_prev)
+        i_r, i_z, i_n = gi.chunk(3, dim=-1)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        # lerp wants one dtype; under autocast the state may still be float32
+        new_h.append(torch.lerp(n, h_prev.to(n.dtype), z.to(n.dtype)))
+    return tuple(new_h), None
+
+
+CELL_LAYERS = {"lstm": lstm_layers, "gru": gru_layers}
+
+
+def attentional_vector(query: torch.Tensor, memory: Memory, *, attention: nn.Module,
+                       project: Optional[Callable], combine: Callable,
+                       dropout: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top layer's h (batch, hidden) -> attentional vector (batch, hidden), attention (batch, src_len).
+    `project` is the attention's query projection (None for dot and general attention)."""
+    projected = project(query) if project is not None else query
+    context, weights = attention.attend(projected, memory.keys, memory.states, memory.mask)
+    return dropout(torch.tanh(combine(torch.cat([query, context], dim=-1)))), weights
+
+
+def initial_state(enc: EncoderOutput, *, bridge_h: Optional[nn.Module], bridge_c: Optional[nn.Module],
+                  num_layers: int, hidden_size: int, lstm: bool, input_feeding: bool) -> DecoderState:
+    """The state before the first step: bridged from the encoder's final state, or zeros."""
+    batch = enc.states.size(0)
+    if bridge_h is not None:
+        h = torch.tanh(bridge_h(enc.final_h)).chunk(num_layers, dim=-1)
+        c = None
+        if lstm:
+            source = enc.final_c if enc.final_c is not None else enc.final_h
+            c = torch.tanh(bridge_c(source)).chunk(num_layers, dim=-1)
+    else:
+        zeros = enc.states.new_zeros(batch, hidden_size)
+        h = (zeros,) * num_layers
+        c = (zeros,) * num_layers if lstm else None
+    feed = enc.states.new_zeros(batch, hidden_size) if input_feeding else None
+    return DecoderState(tuple(h), None if c is None else tuple(c), feed)
+
+
 class Decoder(nn.Module):
     def __init__(self, *, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int, cell: str,
                  attention: str, memory_size: int, input_feeding: bool, init: str, dropout: float):
         super().__init__()
         self.cell_type = cell
+        self.cell_layers = CELL_LAYERS[cell]  # one step function per cell, chosen once
         self.emb_size = emb_size
         self.hidden_size = hidden_size
         self.input_feeding = input_feeding
@@ -66,7 +147,6 @@ class Decoder(nn.Module):
         self.bridge_h = nn.Linear(memory_size, num_layers * hidden_size) if init == "bridge" else None
         self.bridge_c = (nn.Linear(memory_size, num_layers * hidden_size)
                          if init == "bridge" and cell == "lstm" else None)
-        self.step_products: Optional[nn.ModuleDict] = None  # see prepare_inference
 
     # -- set-up per sentence --------------------------------------------------------------
 
@@ -74,34 +154,21 @@ class Decoder(nn.Module):
         return Memory(enc.states, self.attention.project_keys(enc.states), enc.mask)
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:
-        batch, layers = enc.states.size(0), len(self.cells)
-        if self.bridge_h is not None:
-            h = torch.tanh(self.bridge_h(enc.final_h)).chunk(layers, dim=-1)
-            c = None
-            if self.cell_type == "lstm":
-                source = enc.final_c if enc.final_c is not None else enc.final_h
-                c = torch.tanh(self.bridge_c(source)).chunk(layers, dim=-1)
-        else:
-            zeros = enc.states.new_zeros(batch, self.hidden_size)
-            h = (zeros,) * layers
-            c = (zeros,) * layers if self.cell_type == "lstm" else None
-        feed = enc.states.new_zeros(batch, self.hidden_size) if self.input_feeding else None
-        return DecoderState(tuple(h), None if c is None else tuple(c), feed)
+        return initial_state(enc, bridge_h=self.bridge_h, bridge_c=self.bridge_c, num_layers=len(self.cells),
+                             hidden_size=self.hidden_size, lstm=self.cell_type == "lstm",
+                             input_feeding=self.input_feeding)
 
-    # -- one step ---------------------------------------------------------------------------
+    # -- the weights of a step ------------------------------------------------------------------
 
-    def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The embedding's share of the first layer's gates, with the biases that can be
-        folded in: (..., gates * hidden)."""
-        emb = self.dropout(self.embed(tokens))
+    def embed_bias(self) -> torch.Tensor:
+        """The first layer's biases that fold into the embedding's share of its gates (gates * hidden,)."""
         cell = self.cells[0]
-        bias = cell.bias_ih + cell.bias_hh if self.cell_type == "lstm" else cell.bias_ih
-        return F.linear(emb, cell.weight_ih[:, :self.emb_size], bias)
+        return cell.bias_ih + cell.bias_hh if self.cell_type == "lstm" else cell.bias_ih
 
-    def _step_weights(self) -> list:
-        """Per layer, the (weight, bias) pairs of its per-step products: for an LSTM one product
-        of [input, h] with [W_ih, W_hh] and None; for a GRU the input product (None without an
-        input) and the recurrent one."""
+    def step_weights(self) -> list[dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]]]:
+        """Per layer, the (weight, bias) of its per-step products by name: for an LSTM "gates", one
+        product of [input, h] with [W_ih, W_hh]; for a GRU "input" (absent without an input)
+        and "hidden". The embedding's share of the first layer is not among them."""
         lstm = self.cell_type == "lstm"
         layers = []
         for i, cell in enumerate(self.cells):
@@ -111,87 +178,37 @@ class Decoder(nn.Module):
                 # An LSTM adds its input and recurrent products, so one product of the
                 # concatenated [input, h] with [W_ih, W_hh] does both.
                 weight = torch.cat([w_in, cell.weight_hh], dim=1) if has_input else cell.weight_hh
-                layers.append(((weight, None if i == 0 else cell.bias_ih + cell.bias_hh), None))
+                layers.append({"gates": (weight, None if i == 0 else cell.bias_ih + cell.bias_hh)})
             else:
-                w_input = (w_in, None if i == 0 else cell.bias_ih) if has_input else None
-                layers.append((w_input, (cell.weight_hh, cell.bias_hh)))
+                products = {"input": (w_in, None if i == 0 else cell.bias_ih)} if has_input else {}
+                products["hidden"] = (cell.weight_hh, cell.bias_hh)
+                layers.append(products)
         return layers
 
-    def prepare_inference(self) -> None:
-        """Build the per-step products once, as nn.Linear modules, for a model that from now on
-        only decodes: the LSTM's weight concatenation is then not redone at every step, and int8
-        quantization (which swaps whole nn.Linear modules) reaches the recurrent cell as well.
-        Later changes to the cell weights are not seen by decoding."""
-        def linear(pair):
-            weight, bias = pair
-            module = nn.Linear(weight.size(1), weight.size(0), bias=bias is not None,
-                               device=weight.device, dtype=weight.dtype)
-            with torch.no_grad():
-                module.weight.copy_(weight)
-                if bias is not None:
-                    module.bias.copy_(bias)
-            return module.requires_grad_(False)
+    # -- teacher forcing ------------------------------------------------------------------------
 
-        with torch.no_grad():
-            self.step_products = nn.ModuleDict({f"{i}{side}": linear(pair)
-                                                for i, pairs in enumerate(self._step_weights())
-                                                for side, pair in zip("ab", pairs) if pair is not None})
+    def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The embedding's share of the first layer's gates, with the biases that can be
+        folded in: (..., gates * hidden)."""
+        emb = self.dropout(self.embed(tokens))
+        bias = self.embed_bias()
+        return F.linear(emb, self.cells[0].weight_ih[:, :self.emb_size], bias)
 
     def _step_ops(self) -> "_StepOps":
         """The per-step matrix products of one forward pass (see recurrence.StepLinear)."""
         query_proj = getattr(self.attention, "query_proj", None)
-        decoding = not torch.is_grad_enabled()
-        products = self.step_products if decoding else None
-        if products is not None:
-            layers = [tuple(products[f"{i}{side}"] if f"{i}{side}" in products else None for side in "ab")
-                      for i in range(len(self.cells))]
-        else:
-            layers = [tuple(None if pair is None else StepLinear(*pair) for pair in pairs)
-                      for pairs in self._step_weights()]
-        if decoding:
-            # Decoding calls the modules themselves, which may be swapped for int8 ones.
-            return _StepOps(layers=layers, query=query_proj, combine=self.combine)
+        layers = [{name: StepLinear(*pair) for name, pair in products.items()} for products in self.step_weights()]
         return _StepOps(layers=layers, query=StepLinear(query_proj.weight) if query_proj is not None else None,
                         combine=StepLinear(self.combine.weight, self.combine.bias))
 
-    def _advance(self, emb_gates: torch.Tensor, state: DecoderState, memory: Memory, ops: "_StepOps"):
-        """One decoder step from precomputed embedding gates (batch, gates * hidden)."""
-        new_h, new_c = [], []
-        for layer, (w_a, w_b) in enumerate(ops.layers):
-            x = state.feed if layer == 0 else self.dropout(new_h[-1])  # feed is None without input feeding
-            h_prev = state.h[layer]
-            if self.cell_type == "lstm":
-                gates = w_a(h_prev if x is None else torch.cat([x, h_prev], dim=-1))
-                if layer == 0:
-                    gates = gates + emb_gates
-                i, f, g, o = gates.chunk(4, dim=-1)
-                c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                new_c.append(c)
-            else:
-                gi = emb_gates if layer == 0 else 0
-                if w_a is not None:
-                    gi = gi + w_a(x)
-                gh = w_b(h_prev)
-                i_r, i_z, i_n = gi.chunk(3, dim=-1)
-                h_r, h_z, h_n = gh.chunk(3, dim=-1)
-                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-                n = torch.tanh(i_n + r * h_n)
-                # lerp wants one dtype; under autocast the state may still be float32
-                h = torch.lerp(n, h_prev.to(n.dtype), z.to(n.dtype))
-            new_h.append(h)
-        query = new_h[-1]  # (batch, hidden)
-        projected = ops.query(query) if ops.query is not None else query
-        context, weights = self.attention.attend(projected, memory.keys, memory.states, memory.mask)
-        att = self.dropout(torch.tanh(ops.combine(torch.cat([query, context], dim=-1))))  # (batch, hidden)
-        new_state = DecoderState(tuple(new_h), tuple(new_c) if self.cell_type == "lstm" else None,
-                                 att if self.input_feeding else None)
-        return att, new_state, weights
-
-    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
-        """prev: (batch,) last tokens -> log-probs (batch, vocab), new state, attention (batch, src_len)."""
-        att, state, weights = self._advance(self._embed_gates(prev), state, memory, self._step_ops())
-        return torch.log_softmax(self.output(att), dim=-1), state, weights
+    def _advance(self, emb_gates: torch.Tensor, state: DecoderState, memory: Memory,
+                 ops: "_StepOps") -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        """One step from precomputed embedding gates (batch, gates * hidden): attentional vector
+        (batch, hidden), new state, attention (batch, src_len)."""
+        h, c = self.cell_layers(emb_gates, state, ops.layers, dropout=self.dropout)
+        att, weights = attentional_vector(h[-1], memory, attention=self.attention, project=ops.query,
+                                          combine=ops.combine, dropout=self.dropout)
+        return att, DecoderState(h, c, att if self.input_feeding else None), weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
         """Teacher forcing: tgt_in (batch, tgt_len) -> logits (batch, tgt_len, vocab)."""
@@ -208,6 +225,6 @@ class Decoder(nn.Module):
 
 @dataclass
 class _StepOps:
-    layers: list       # per layer: (input or [input, h] product, recurrent product or None)
-    query: Optional[Callable]    # StepLinear when training, the module itself when decoding
-    combine: Callable
+    layers: list[dict[str, StepLinear]]  # per layer, its products by name (see Decoder.step_weights)
+    query: Optional[StepLinear]          # the attention's query projection, None without one
+    combine: StepLinear

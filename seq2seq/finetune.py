@@ -21,7 +21,6 @@ parent's training state where the config keeps it.
 from __future__ import annotations
 
 import logging
-import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,11 @@ from typing import Any, Sequence
 import torch
 
 from .checkpoint import unwrap
-from .config import Config, deep_merge, to_dict
-from .data import TAG_PATTERN, read_parallel, tag_sources, tags_in
+from .config import Config, DataConfig, deep_merge, to_dict
+from .data import TAG_PATTERN, tags_in
+from .data.sampling import sample_pairs
 from .errors import CheckpointError, ConfigError, DataError
-from .rundir import Run, open_run
+from .rundir import BEST, Run, open_run
 from .tokenizer import Tokenizer
 from .transfer import RowMaps, shared_pieces, spelled_pieces, transfer_weights
 
@@ -71,8 +71,8 @@ def inherit_from_parent(raw: dict) -> dict:
         return raw  # the validator reports the wrong type
     ft = raw.get("finetune") if isinstance(raw.get("finetune"), dict) else {}
     run_dir = Path(raw["init_from"])
-    checkpoint = ft.get("checkpoint", "best.pt")
-    parent = to_dict(open_parent(run_dir, checkpoint if isinstance(checkpoint, str) else "best.pt").config)
+    checkpoint = ft.get("checkpoint", BEST)
+    parent = to_dict(open_parent(run_dir, checkpoint if isinstance(checkpoint, str) else BEST).config)
     out = dict(raw)
     vocabulary = ft.get("vocabulary")
     if vocabulary in ("keep_source", "keep_target"):
@@ -129,21 +129,18 @@ def unknown_characters(tok: Tokenizer, lines: Sequence[str]) -> list[str]:
     return sorted(c for c in chars if tok.sp.unk_id() in tok.encode(c))
 
 
-def parent_sample(parent_cfg: Config, n: int, seed: int) -> tuple[list[str], list[str]]:
-    """Up to `n` random training pairs of the parent (tagged as the parent tagged them)."""
-    d = parent_cfg.data
+def parent_sample(parent_data: DataConfig, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Up to `n` random training pairs of the parent, from all of its corpora, streamed (the
+    parent's corpora may be far larger than memory) and tagged as the parent tagged them."""
     try:
-        src, tgt = read_parallel(f"{d.train}.{d.src_lang}", f"{d.train}.{d.tgt_lang}",
-                                 skip_invalid_utf8=d.skip_invalid_utf8)
+        src, tgt, _ = sample_pairs(parent_data, n, seed)
     except DataError as e:
         raise ConfigError(f"finetune.transfer_joint_with_parent: the parent's training data cannot be read "
                           f"({e}); paths are relative to the working directory, or set it to false") from None
-    keep = sorted(random.Random(seed).sample(range(len(src)), min(n, len(src))))
-    src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
-    return (tag_sources(src, d.tgt_lang) if d.src_prefix_tag else src), tgt
+    return src, tgt
 
 
-def open_parent(run_dir: str | Path, checkpoint: str = "best.pt") -> Run:
+def open_parent(run_dir: str | Path, checkpoint: str = BEST) -> Run:
     """The parent run that init_from names; what is wrong with it is a ConfigError on init_from."""
     try:
         return open_run(run_dir, checkpoint)
@@ -165,7 +162,7 @@ class Parent:
     spelled: dict[str, int] | None = None  # side -> pieces started from their spelling
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best.pt", vocabulary: str = "keep",
+    def load(cls, run_dir: str | Path, checkpoint: str = BEST, vocabulary: str = "keep",
              new_pieces: str = "fresh") -> "Parent":
         run = open_parent(run_dir, checkpoint)
         return cls(run.dir.path, run.config, run.checkpoint["model"], run.src_tok, run.tgt_tok, vocabulary,

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from .rundir import open_run
+from .data import describe_train
+from .rundir import BEST, open_run
 
 
 def _count(module: nn.Module) -> int:
@@ -38,7 +39,7 @@ def _read_metrics(path: Path) -> list[dict]:
     return records
 
 
-def run_info(run_dir: str | Path, checkpoint: str = "best.pt") -> dict[str, Any]:
+def run_info(run_dir: str | Path, checkpoint: str = BEST) -> dict[str, Any]:
     """Everything `seq2seq info` shows, as plain data."""
     run = open_run(run_dir, checkpoint)
     cfg, ckpt, path, src_tok, tgt_tok = run.config, run.checkpoint, run.path, run.src_tok, run.tgt_tok
@@ -60,7 +61,7 @@ def run_info(run_dir: str | Path, checkpoint: str = "best.pt") -> dict[str, Any]
         "early_stop_metric": t.early_stop_metric,
         "kept_checkpoints": [p.name for p in run.dir.kept_checkpoints()],
         "config": {
-            "data": f"{d.train}.{{{d.src_lang},{d.tgt_lang}}}",
+            "data": describe_train(d),
             "tokenizer": f"{cfg.tokenizer.model_type}, {cfg.tokenizer.vocab_size} pieces, "
                          f"{'joint' if cfg.tokenizer.joint else 'separate'}",
             "encoder": f"{m.encoder.num_layers} x {'bi' if m.encoder.bidirectional else ''}{m.encoder.cell}, "

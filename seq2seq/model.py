@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .decoder import Decoder, DecoderState, Memory
+from .errors import DeviceError
+from .decoder import Decoder
+from .decoding import DecodingModel
 from .encoder import Encoder
 
 
@@ -15,19 +17,16 @@ class Seq2Seq(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
 
-    def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[Memory, DecoderState]:
-        """Encode a batch: the memory to attend to and the decoder's initial state."""
-        enc = self.encoder(src, src_lengths)
-        return self.decoder.make_memory(enc), self.decoder.init_state(enc)
-
-    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
-        """One decoding step: (batch,) tokens -> (batch, vocab) log-probs, state, (batch, src_len) attention."""
-        return self.decoder.step(prev, state, memory)
-
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (batch, tgt_len, vocab)."""
-        memory, state = self.start(src, src_lengths)
+        enc = self.encoder(src, src_lengths)
+        memory, state = self.decoder.make_memory(enc), self.decoder.init_state(enc)
         return self.decoder(tgt_in, state, memory)
+
+    def for_decoding(self) -> DecodingModel:
+        """The object that decodes with these weights, one step at a time (decoding.py). The model
+        must be in eval mode; build a new one after the weights change."""
+        return DecodingModel(self.encoder, self.decoder)
 
 
 def init_weights(model: nn.Module, *, init: str, rnn_init: str) -> None:
@@ -68,10 +67,8 @@ def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    # Tied weights appear once in parameters(), so they are counted once; the decoder's
-    # decoding-only copies of its cell weights (Decoder.prepare_inference) are not counted.
-    return sum(p.numel() for name, p in model.named_parameters()
-               if (p.requires_grad or not trainable_only) and ".step_products." not in name)
+    # Tied weights appear once in parameters(), so they are counted once.
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,5 +76,5 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        raise DeviceError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     return torch.device(name)

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from .errors import PlotError
+from .rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,10 @@ def read_metrics(path: str | Path) -> list[dict]:
 def plot_learning_curves(run_dir: str | Path, output_dir: str | Path | None = None) -> list[Path]:
     """Write one PNG per quantity (loss, perplexity, BLEU, chrF, learning rate) against step
     into output_dir (default RUN_DIR/plots); returns the files written."""
-    run_dir = Path(run_dir)
-    records = read_metrics(run_dir / "metrics.jsonl")
+    run = RunDir(run_dir)
+    records = read_metrics(run.metrics)
     plt = _pyplot()
-    out = Path(output_dir) if output_dir is not None else run_dir / "plots"
+    out = Path(output_dir) if output_dir is not None else run.plots
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, title, ylabel, series in CURVES:

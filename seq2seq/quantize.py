@@ -4,9 +4,9 @@ Weights of the linear and recurrent layers are stored as int8 and activations ar
 the fly (fbgemm on x86), which makes the matrix products cheaper on CPUs without fast float32.
 What is covered: every nn.Linear (attention projections, the combine layer, the bridge and the
 output projection, which dominates decoding), the encoder's nn.LSTM/nn.GRU, and the decoder
-cell's per-step products once Decoder.prepare_inference has made them modules (Translator.load
-does). The embedding share of the decoder's first layer stays float32: it reads the cell's
-weight directly.
+cell's per-step products, which the decoding object (decoding.py) holds as nn.Linear modules:
+quantize that object, not the training model. The embedding share of the decoder's first layer
+stays float32: it reads the cell's weight directly.
 """
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ import warnings
 import torch
 from torch import nn
 
+from .errors import DeviceError
+
 QUANTIZED_TYPES = (nn.Linear, nn.LSTM, nn.GRU)
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
     """A copy of `model` (on CPU, for inference) with int8 dynamic quantization applied."""
     if any(p.is_cuda for p in model.parameters()):
-        raise ValueError("int8 quantization runs on CPU only; use --device cpu")
+        raise DeviceError("int8 quantization runs on CPU only; use --device cpu")
     # Modules sharing a weight with an embedding (tied output layer) are quantized from a copy
     # of that weight; the embedding itself stays float.
     with warnings.catch_warnings():

@@ -7,8 +7,15 @@ A run directory holds everything a trained model needs and everything its traini
     vocab.source.txt, .target   the pieces each side keeps (tokenizer.drop_unseen, absent otherwise)
     best.pt, last.pt            the best validated weights; the full training state for --resume
     best.stepN.pt               the best few validated checkpoints (training.keep_best)
+    valid.best.hyp              the best validation's translations
+    averaged.pt                 `seq2seq average`'s output (unless told otherwise)
     train.log, train.jsonl      the training log, as text and one JSON line per logged window
     metrics.jsonl               one JSON line per validation
+    finetune.json               what a fine-tuned run took from its parent
+    prepared/                   the training data as piece ids (data/prepare.py)
+    plots/, tensorboard/        `seq2seq plot`'s pictures; TensorBoard's event files
+
+No other module spells a file name inside a run directory: they ask a RunDir.
 
 `translate`, `info`, `average`, `--resume` and a fine-tuning parent all read runs through here.
 """
@@ -25,6 +32,7 @@ from .model import Seq2Seq, build_model
 from .tokenizer import Tokenizer, read_kept
 
 KEPT_PATTERN = re.compile(r"best\.step(\d+)\.pt")
+BEST = "best.pt"  # the checkpoint that translate, info, export and a fine-tuning parent read by default
 
 
 class RunDir:
@@ -42,7 +50,7 @@ class RunDir:
 
     @property
     def best(self) -> Path:
-        return self.path / "best.pt"
+        return self.path / BEST
 
     @property
     def last(self) -> Path:
@@ -60,6 +68,31 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
+    @property
+    def averaged(self) -> Path:
+        return self.path / "averaged.pt"
+
+    @property
+    def finetune_record(self) -> Path:
+        return self.path / "finetune.json"
+
+    @property
+    def prepared(self) -> Path:
+        return self.path / "prepared"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @staticmethod
+    def default_for(config_path: str | Path) -> "RunDir":
+        """Where a run of CONFIG goes when no --run-dir is given: runs/CONFIG_NAME."""
+        return RunDir(Path("runs") / Path(config_path).stem)
+
     def tokenizer_files(self, cfg: Config) -> tuple[Path, Path]:
         """The source and target SentencePiece models (the same file for a joint one)."""
         if cfg.tokenizer.joint:
@@ -70,22 +103,31 @@ class RunDir:
         """Where the run lists the pieces each side keeps (absent: every piece of its model)."""
         return self.path / "vocab.source.txt", self.path / "vocab.target.txt"
 
+    @property
+    def valid_hypotheses(self) -> Path:
+        """The best validation's translations, one per line."""
+        return self.path / "valid.best.hyp"
+
+    def kept_checkpoint(self, step: int) -> Path:
+        """best.stepN.pt: the best validated weights of step N (training.keep_best)."""
+        return self.path / f"best.step{step}.pt"
+
     def kept_checkpoints(self) -> list[Path]:
         """The best.stepN.pt files the trainer kept, oldest step first."""
         found = [(int(m.group(1)), p) for p in self.path.iterdir() if (m := KEPT_PATTERN.fullmatch(p.name))]
         return [p for _, p in sorted(found)]
 
-    def checkpoint(self, name: str = "best.pt") -> Path:
+    def checkpoint(self, name: str = BEST) -> Path:
         """The checkpoint file `name`; best.pt falls back to last.pt for a run stopped before its
         first validation. A CheckpointError says what is there instead."""
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: is not a run directory (it does not exist or is a file)")
         path = self.path / name
-        if name == "best.pt" and not path.exists() and self.last.exists():
+        if name == BEST and not path.exists() and self.last.exists():
             path = self.last
         if not path.is_file():
             found = ", ".join(sorted(p.name for p in self.path.glob("*.pt"))) or "no checkpoints at all"
-            also = " or last.pt" if name == "best.pt" else ""
+            also = " or last.pt" if name == BEST else ""
             raise CheckpointError(f"{path}: checkpoint not found: {self.path} has no {name}{also} (found: {found})")
         return path
 
@@ -126,7 +168,7 @@ def stored_config(path: Path, checkpoint: dict) -> Config:
         raise CheckpointError(f"{path}: its stored config is not valid here: {e}") from None
 
 
-def open_run(run_dir: str | Path, checkpoint: str = "best.pt") -> Run:
+def open_run(run_dir: str | Path, checkpoint: str = BEST) -> Run:
     """Open RUN_DIR/checkpoint (see RunDir.checkpoint for the fallback) with the run's config,
     tokenizers and model. Every problem is a CheckpointError naming the file."""
     rd = RunDir(run_dir)

@@ -1,23 +1,58 @@
 """Greedy and beam search, batched over sentences and beams.
 
-Written only against the decoding contract of a model:
-    memory, state = model.start(src, src_lengths)
-    log_probs, state, attention = model.step(prev_tokens, state, memory)
-    memory.select(index), state.select(index)
-so any model with these four operations can be searched. Sentences that finish leave the
-batch, so no work is spent on them afterwards. `translate_ids` searches lists of source ids in
-length-sorted batches: validation and `translate` both decode through it.
+Written only against the step contract `StepModel` (start, step, and `select` on memory and
+state), so the PyTorch model's decoding object (decoding.py), an ensemble and an exported model
+are searched alike. Sentences that finish leave the batch, so no work is spent on them
+afterwards. `translate_ids` searches lists of source ids in length-sorted batches: validation
+and `translate` both decode through it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence, TypeVar
 
 import torch
 
 from .data import pad
 from .precision import autocast
 from .tokenizer import BOS, EOS
+
+
+T = TypeVar("T", bound="Selectable")
+
+
+class Selectable(Protocol):
+    """Memory or state of a batch of rows, which search reorders (and repeats) by row."""
+
+    def select(self: T, index: torch.Tensor) -> T:
+        """The rows `index` (n,), in that order."""
+        ...
+
+
+M = TypeVar("M", bound=Selectable)
+S = TypeVar("S", bound=Selectable)
+
+
+class StepModel(Protocol[M, S]):
+    """What search needs of a model: it encodes a batch once, then scores one next piece at a time.
+
+    memory, state = model.start(src, src_lengths)
+    log_probs, state, attention = model.step(prev, state, memory)
+    memory.select(index), state.select(index)
+    """
+
+    @property
+    def device(self) -> torch.device:
+        """Where the inputs go; the outputs come back as torch tensors on it."""
+        ...
+
+    def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[M, S]:
+        """src (batch, src_len) padded ids, src_lengths (batch,) on CPU -> memory, first state."""
+        ...
+
+    def step(self, prev: torch.Tensor, state: S, memory: M) -> tuple[torch.Tensor, S, torch.Tensor]:
+        """prev (batch,) last pieces -> log-probs (batch, vocab), next state, attention (batch, src_len)."""
+        ...
 
 
 @dataclass
@@ -40,7 +75,7 @@ def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> 
 
 
 @torch.no_grad()
-def greedy_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
+def greedy_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
                   alpha: float = 0.0, return_attention: bool = False) -> list[list[Hypothesis]]:
     """Pick the most likely piece at every step. Returns one hypothesis per sentence (with its
     attention weights when `return_attention`)."""
@@ -108,7 +143,7 @@ def best_candidates(scores: torch.Tensor, lp: torch.Tensor, count: int, block: i
 
 
 @torch.no_grad()
-def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_size: int,
+def beam_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_size: int,
                 max_lengths: torch.Tensor, alpha: float = 1.0, nbest: int = 1,
                 return_attention: bool = False) -> list[list[Hypothesis]]:
     """Beam search with a GNMT length penalty. Returns the `nbest` best hypotheses per sentence,
@@ -192,33 +227,28 @@ def beam_search(model, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_siz
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
 
 
-def translate_ids(model, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
+def translate_ids(model: StepModel, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
                   alpha: float, max_len_ratio: float, max_len_offset: int, nbest: int = 1,
-                  device: torch.device | None = None, return_attention: bool = False,
-                  precision: str = "fp32") -> list[list[Hypothesis]]:
+                  return_attention: bool = False, precision: str = "fp32") -> list[list[Hypothesis]]:
     """Search every source; results come back in input order. Empty sources give an empty
-    hypothesis without running the model. The model's products run in `precision`."""
-    device = device or next(model.parameters()).device
+    hypothesis without running the model. The model's products run in `precision` (under
+    torch's autocast on model.device)."""
+    device = model.device
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
     # Sorting by length keeps padding (and wasted work) low inside a batch.
     order = sorted((i for i, s in enumerate(src_ids) if len(s) > 0), key=lambda i: len(src_ids[i]))
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            src = pad([src_ids[i] for i in chunk]).to(device)
-            lengths = torch.tensor([len(src_ids[i]) for i in chunk])
-            max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
-            with autocast(precision, device):
-                if beam_size == 1 and nbest == 1:
-                    hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
-                                         return_attention=return_attention)
-                else:
-                    hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
-                                       alpha=alpha, nbest=nbest, return_attention=return_attention)
-            for i, h in zip(chunk, hyps):
-                results[i] = h
-    finally:
-        model.train(was_training)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        src = pad([src_ids[i] for i in chunk]).to(device)
+        lengths = torch.tensor([len(src_ids[i]) for i in chunk])
+        max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
+        with autocast(precision, device):
+            if beam_size == 1 and nbest == 1:
+                hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
+                                     return_attention=return_attention)
+            else:
+                hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
+                                   alpha=alpha, nbest=nbest, return_attention=return_attention)
+        for i, h in zip(chunk, hyps):
+            results[i] = h
     return results

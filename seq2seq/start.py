@@ -22,10 +22,13 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as dist
+from .checkpoint import has_training_state, restore_random_state
 from .precision import grad_scaler, resolve as resolve_precision
 from .config import Config, apply_overrides, config_from_dict, dump_yaml, read_yaml
 from .data import encode_parallel, encode_sources, stream_pairs, tag_sources, tags_in
-from .data.store import Store, open_or_prepare, tokenizer_sample
+from .data.format import Store
+from .data.prepare import open_or_prepare
+from .data.sampling import tokenizer_sample
 from .errors import ConfigError, TrainingError
 from .finetune import KEPT_SIDES, Parent, check_architecture, check_kept_side, inherit_from_parent, parent_sample
 from .model import Seq2Seq, build_model, count_parameters, resolve_device
@@ -112,7 +115,7 @@ def setup_logging(run_dir: Path | None, quiet: bool = False) -> None:
         console.setFormatter(fmt)
         root.addHandler(console)
     if run_dir is not None:
-        handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        handler = logging.FileHandler(RunDir(run_dir).train_log, encoding="utf-8")
         handler.setFormatter(fmt)
         root.addHandler(handler)
     root.propagate = False
@@ -153,7 +156,7 @@ def prepare_tokenizers(cfg: Config, run: RunDir, parent: Parent | None = None,
         t.drop_unseen and not keeps_parent and not tgt_kept.exists())
     # Only the process that trains them reads the corpora for a sample (a parent's checks need it on all).
     if sample is None and (parent is not None or (missing and dist.is_main())):
-        sample = tokenizer_sample(cfg)
+        sample = tokenizer_sample(d, size=t.sample_size, seed=cfg.training.seed)
     train_src, train_tgt = sample if sample is not None else ([], [])
     if parent is not None:
         if ft.vocabulary == "keep" and t.joint != parent.config.tokenizer.joint:
@@ -175,7 +178,7 @@ def prepare_tokenizers(cfg: Config, run: RunDir, parent: Parent | None = None,
                         shutil.copyfile(parent_list, child_list)
             elif ft.transfer_joint_with_parent:
                 # Each side learns from the parent's same side: that is the vocabulary its rows come from.
-                p_src, p_tgt = parent_sample(parent.config, ft.transfer_parent_pairs or len(train_src), cfg.training.seed)
+                p_src, p_tgt = parent_sample(parent.config.data, ft.transfer_parent_pairs or len(train_src), cfg.training.seed)
                 src_text, tgt_text = src_text + p_src, tgt_text + p_tgt
                 log.info("tokenizer: training on the new data plus %d pairs of the parent's data", len(p_src))
             if d.src_prefix_tag:
@@ -257,9 +260,7 @@ def resume_state(saved: dict, run: RunDir, optimizer, scheduler, progress: Progr
                   progress_keys=[f.name for f in dataclasses.fields(Progress)])
     if scaler is not None and saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    if torch.cuda.is_available() and saved["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    restore_random_state(saved)
     log.info("resumed from %s at step %d (epoch %d, batch %d)", run.last, progress.step, progress.epoch,
              progress.batch_in_epoch)
 
@@ -276,7 +277,7 @@ def continue_parent_state(cfg: Config, parent: Parent, model: torch.nn.Module, o
     if not last.is_file():
         raise ConfigError(f"finetune.{kept[0]}: false needs the parent's training state, but {last} does not exist")
     _, saved, _ = RunDir(parent.run_dir).training_state()
-    if "progress" not in saved or "optimizer" not in saved:
+    if not has_training_state(saved):
         raise ConfigError(f"finetune.{kept[0]}: false needs the parent's training state, but {last} has none")
     if not ft.reset_optimizer and t.optimizer != pt.optimizer:
         raise ConfigError(f"finetune.reset_optimizer: false needs the parent's optimizer "
@@ -344,7 +345,7 @@ def prepare_data(cfg: Config, run: RunDir, src_tok: Tokenizer, tgt_tok: Tokenize
     """The training corpora's prepared store: reused when its inputs are unchanged, otherwise
     written by rank 0 while the other processes wait."""
     files = [*run.tokenizer_files(cfg), *run.kept_files()]
-    store = open_or_prepare(cfg, run.path, src_tok, tgt_tok, files, prepare=dist.is_main(), quiet=quiet)
+    store = open_or_prepare(cfg.data, run.prepared, src_tok, tgt_tok, files, prepare=dist.is_main(), quiet=quiet)
     dist.barrier()
     return store
 
@@ -414,7 +415,7 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     if parent is not None:
         carried = parent.initialise(model, src_tok, tgt_tok)
         if dist.is_main():
-            (run.path / "finetune.json").write_text(json.dumps(
+            run.finetune_record.write_text(json.dumps(
                 {"parent": str(parent.run_dir), "vocabulary": ft.vocabulary,
                  "pieces_carried_over": carried, "new_pieces": ft.new_pieces,
                  "pieces_spelled": parent.spelled}, indent=1) + "\n", encoding="utf-8")

@@ -6,14 +6,14 @@ from pathlib import Path
 from .errors import TrainingError
 
 
-def open_writer(run_dir: str | Path):
-    """A torch SummaryWriter writing into RUN_DIR/tensorboard; a clear error without tensorboard."""
+def open_writer(log_dir: str | Path):
+    """A torch SummaryWriter writing into `log_dir` (RunDir.tensorboard); a clear error without tensorboard."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch raises this when the tensorboard package is absent
         raise TrainingError("training.tensorboard: needs the tensorboard package "
                             "(pip install tensorboard), or set training.tensorboard: false") from None
-    return SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def log_scalars(writer, record: dict, step: int, prefix: str) -> None:

@@ -9,6 +9,8 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
+from .errors import CheckpointError
+
 log = logging.getLogger(__name__)
 
 # Fixed ids shared by every model: padding must be 0 so that zero-filled tensors are padding.
@@ -29,14 +31,14 @@ class Tokenizer:
             raise FileNotFoundError(f"{self.path}: SentencePiece model not found")
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD, UNK, BOS, EOS):
-            raise ValueError(f"{self.path}: special ids differ from pad=0 unk=1 bos=2 eos=3")
+            raise CheckpointError(f"{self.path}: special ids differ from pad=0 unk=1 bos=2 eos=3")
         self.kept: list[int] | None = None
         if kept is not None:
             kept = list(kept)
             size = self.sp.get_piece_size()
             if kept[:4] != [PAD, UNK, BOS, EOS] or len(set(kept)) != len(kept) \
                     or not all(0 <= i < size for i in kept):
-                raise ValueError(f"{self.path}: kept pieces must start with 0 1 2 3, be distinct and below {size}")
+                raise CheckpointError(f"{self.path}: kept pieces must start with 0 1 2 3, be distinct and below {size}")
             self.kept = kept
             own = {i: n for n, i in enumerate(kept)}
             self._own = [own.get(i, UNK) for i in range(size)]  # SentencePiece id -> our id, UNK if left out
@@ -115,7 +117,7 @@ def read_kept(path: str | Path) -> list[int] | None:
         try:
             kept.append(int(line))
         except ValueError:
-            raise ValueError(f"{path}:{n}: expected a SentencePiece id, got {line[:40]!r}") from None
+            raise CheckpointError(f"{path}:{n}: expected a SentencePiece id, got {line[:40]!r}") from None
     return kept
 
 

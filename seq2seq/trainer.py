@@ -15,12 +15,12 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as dist
-from .checkpoint import save_checkpoint, unwrap
+from .checkpoint import save_checkpoint, training_payload, weights_payload
 from .config import Config, to_dict
 from .data import epoch_batches, groups, iterate_batches
-from .data.store import corpora, epoch_pool
+from .data.sampling import epoch_pool
 from .errors import Interrupted, TrainingError  # noqa: F401  (re-exported: the trainer's errors)
-from .start import Progress, Session, begin
+from .start import Session, begin
 from .transfer import warmup_held
 from .update import update
 from .validation import validate
@@ -147,12 +147,12 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
 
 def drawn_pairs(s: Session):
     """With several weighted corpora, the pairs this epoch draws from each (logged); None with one."""
-    corpus_list = corpora(s.cfg)
+    corpus_list = s.cfg.data.train
     pool = epoch_pool(s.train_data, [c.weight for c in corpus_list], seed=s.cfg.training.seed, epoch=s.progress.epoch)
     if pool is not None and s.progress.batch_in_epoch == 0:
         counts = [int(((pool >= a) & (pool < b)).sum()) for a, b in s.train_data.corpus_ranges()]
         log.info("epoch %d draws %s", s.progress.epoch, ", ".join(
-            f"{n:,} pairs ({100 * n / len(pool):.1f} %) from {c.prefix}" for n, c in zip(counts, corpus_list)))
+            f"{n:,} pairs ({100 * n / len(pool):.1f} %) from {c.path}" for n, c in zip(counts, corpus_list)))
     return pool
 
 
@@ -169,7 +169,7 @@ class TrainLog:
         self.writer = None
         if s.cfg.training.tensorboard and dist.is_main():
             from .tensorboard_log import open_writer
-            self.writer = open_writer(s.run.path)
+            self.writer = open_writer(s.run.tensorboard)
 
     def start_epoch(self) -> None:
         self.tokens, self.start = 0, time.perf_counter()
@@ -208,27 +208,17 @@ class TrainLog:
             self.writer.close()
 
 
-def checkpoint_payload(model, optimizer, scheduler, progress: Progress, cfg: Config, *, full: bool,
-                       scaler=None) -> dict:
-    payload = {"config": to_dict(cfg), "model": unwrap(model).state_dict(), "step": progress.step,
-               "epoch": progress.epoch, "best_score": progress.best_score}
+def save(s: Session, path: Path, *, full: bool) -> None:
+    """A checkpoint from rank 0: the weights, and with `full` everything --resume needs."""
+    if not dist.is_main():
+        return
+    p, config = s.progress, to_dict(s.cfg)
     if full:
-        payload.update({
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "progress": vars(progress).copy(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
-            "scaler": scaler.state_dict() if scaler is not None else None,
-        })
-    return payload
-
-
-def save(s: Session, name: str, *, full: bool) -> None:
-    """RUN_DIR/name from rank 0: the weights, and with `full` everything --resume needs."""
-    if dist.is_main():
-        save_checkpoint(s.run.path / name, checkpoint_payload(s.model, s.optimizer, s.scheduler, s.progress, s.cfg,
-                                                              full=full, scaler=s.scaler))
+        payload = training_payload(s.model, config, progress=vars(p), optimizer=s.optimizer, scheduler=s.scheduler,
+                                   scaler=s.scaler)
+    else:
+        payload = weights_payload(s.model, config, step=p.step, epoch=p.epoch, best_score=p.best_score)
+    save_checkpoint(path, payload)
 
 
 def weights_finite(model: torch.nn.Module) -> bool:
@@ -244,7 +234,7 @@ def skipped_update(s: Session) -> None:
         return
     # Skipped updates leave the weights as they were, so last.pt is saved when they are finite.
     if weights_finite(s.model):
-        save(s, "last.pt", full=True)
+        save(s, s.run.last, full=True)
         good = f"{s.run.last} (step {p.step})"
     elif p.best_step is not None:
         good = f"{s.run.best} (step {p.best_step})"
@@ -277,13 +267,13 @@ def save_due(s: Session, saved_at: float) -> bool:
 def save_between_validations(s: Session, saved_at: float) -> None:
     """last.pt as a validation or a signal would write it, so a kill -9 or an out-of-memory
     kill loses little; it reads state (RNG included) without changing it, so resuming is exact."""
-    save(s, "last.pt", full=True)
+    save(s, s.run.last, full=True)
     log.info("step %d: saved %s (%.1f minutes of training since the previous save)", s.progress.step, s.run.last,
              (s.progress.elapsed - saved_at) / 60)
 
 
 def interrupt(s: Session, signal_name: str) -> None:
-    save(s, "last.pt", full=True)
+    save(s, s.run.last, full=True)
     message = (f"stopped by {signal_name} at step {s.progress.step}; saved {s.run.last}; resume with: "
                f"seq2seq train --run-dir {s.run} --resume")
     log.info("%s", message)
@@ -310,8 +300,8 @@ def validate_and_save(s: Session, logger: TrainLog) -> bool:
             log.warning("step %d: weights are not finite; this model is never saved as best", p.step)
         if finite and p.improved(score, t.early_stop_metric):
             p.best_score, p.best_step, p.bad_validations = score, p.step, 0
-            save(s, "best.pt", full=False)
-            (s.run.path / "valid.best.hyp").write_text("\n".join(result["hypotheses"]) + "\n", encoding="utf-8")
+            save(s, s.run.best, full=False)
+            s.run.valid_hypotheses.write_text("\n".join(result["hypotheses"]) + "\n", encoding="utf-8")
             keep_best_checkpoint(s, score)
             record["best"] = True
         else:
@@ -331,7 +321,7 @@ def validate_and_save(s: Session, logger: TrainLog) -> bool:
     if s.scheduler is not None:
         # The score is broadcast so every rank's learning rate follows rank 0's validation.
         s.scheduler.step(dist.broadcast_float(score if dist.is_main() else 0.0))
-    save(s, "last.pt", full=True)
+    save(s, s.run.last, full=True)
     return dist.any_rank(stop)
 
 
@@ -340,11 +330,11 @@ def keep_best_checkpoint(s: Session, score: float) -> None:
     t, p = s.cfg.training, s.progress
     if t.keep_best == 0:
         return
-    name = f"best.step{p.step}.pt"
-    (s.run.path / name).unlink(missing_ok=True)
-    os.link(s.run.best, s.run.path / name)  # same bytes, no second write
-    p.kept.append([score, p.step, name])
+    kept = s.run.kept_checkpoint(p.step)
+    kept.unlink(missing_ok=True)
+    os.link(s.run.best, kept)  # same bytes, no second write
+    p.kept.append([score, p.step, kept.name])
     p.kept.sort(key=lambda k: k[0], reverse=t.early_stop_metric != "loss")
-    for _, _, old in p.kept[t.keep_best:]:
-        (s.run.path / old).unlink(missing_ok=True)
+    for _, step, _ in p.kept[t.keep_best:]:
+        s.run.kept_checkpoint(step).unlink(missing_ok=True)
     del p.kept[t.keep_best:]

@@ -12,12 +12,14 @@ import torch
 
 from .config import Config
 from .data import detokenize, encode_sources
+from .decoding import DecodingModel
 from .ensemble import Ensemble
-from .errors import CheckpointError
+from .errors import CheckpointError, DecodingError, DeviceError
 from .model import Seq2Seq, resolve_device
 from .precision import DTYPES, resolve as resolve_precision
-from .rundir import Run, open_run
-from .search import Hypothesis, translate_ids
+from .onnx_model import Export, is_export
+from .rundir import BEST, Run, open_run
+from .search import Hypothesis, StepModel, translate_ids
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -42,14 +44,15 @@ class Translator:
     >>> translator.translate_detailed(["A man rides a bike."], nbest=3, return_attention=True)
     """
 
-    def __init__(self, model: Seq2Seq, src_tok: Tokenizer, tgt_tok: Tokenizer, config: Config,
+    def __init__(self, model: StepModel, src_tok: Tokenizer, tgt_tok: Tokenizer, config: Config,
                  device: torch.device, precision: str = "fp32"):
-        self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
+        # `model` is what search steps through: a decoding object (Seq2Seq.for_decoding) or an Ensemble.
+        self.model, self.src_tok, self.tgt_tok = model, src_tok, tgt_tok
         self.config, self.device, self.precision = config, device, precision
         self.run_dirs: list[Path] = []  # where the model(s) came from, when loaded from runs
 
     @classmethod
-    def load(cls, run_dir: str | Path | Sequence[str | Path], *, device: str = "auto", checkpoint: str = "best.pt",
+    def load(cls, run_dir: str | Path | Sequence[str | Path], *, device: str = "auto", checkpoint: str = BEST,
              quantize: str | None = None, precision: str | None = None) -> "Translator":
         """Load RUN_DIR/checkpoint (best.pt by default) with the run's tokenizers and config.
         A list of run directories is an ensemble (ensemble.py): the members must share their
@@ -58,11 +61,13 @@ class Translator:
         `precision` (fp32, bf16, fp16 or auto; default: the run's decoding.precision) is the float
         type of the products (precision.py); weights stay float32."""
         if quantize not in (None, "int8"):
-            raise ValueError(f"quantize: expected 'int8' or None, got {quantize!r}")
+            raise DecodingError(f"quantize: expected 'int8' or None, got {quantize!r}")
         dev = resolve_device("cpu" if quantize and device == "auto" else device)
         if quantize and dev.type != "cpu":
-            raise ValueError(f"device {dev.type}: int8 quantization runs on CPU only; use --device cpu")
+            raise DeviceError(f"device {dev.type}: int8 quantization runs on CPU only; use --device cpu")
         run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+        if any(is_export(d) for d in run_dirs):
+            return cls.load_export(run_dirs, device=device, quantize=quantize, precision=precision)
         runs = [open_run(d, checkpoint) for d in run_dirs]
         for run in runs[1:]:
             check_member(run, runs[0])
@@ -70,14 +75,38 @@ class Translator:
         chosen, why = resolve_precision(precision or first.config.decoding.precision, dev)
         if quantize and chosen != "fp32":
             if precision not in (None, "auto"):
-                raise ValueError(f"precision {chosen}: int8 quantization runs the products in int8; "
-                                 f"leave --precision out (or fp32) with --quantize int8")
+                raise DecodingError(f"precision {chosen}: int8 quantization runs the products in int8; "
+                                    f"leave --precision out (or fp32) with --quantize int8")
             chosen, why = "fp32", "int8 quantization"
         log.info("decoding precision %s (%s)", chosen, why)
-        models = [decoding_model(run.model, chosen, quantize) for run in runs]
+        models = [decoding_model(run.model, chosen, quantize).to(dev) for run in runs]
         model = models[0] if len(models) == 1 else Ensemble(models)
-        translator = cls(model.to(dev), first.src_tok, first.tgt_tok, first.config, dev, chosen)
+        translator = cls(model, first.src_tok, first.tgt_tok, first.config, dev, chosen)
         translator.run_dirs = [run.dir.path for run in runs]
+        return translator
+
+    @classmethod
+    def load_export(cls, folders: Sequence[str | Path], *, device: str = "auto", quantize: str | None = None,
+                    precision: str | None = None) -> "Translator":
+        """Export folders (seq2seq export) decoded by onnxruntime on the CPU, through the same
+        search as a PyTorch model; several are an ensemble, as runs are."""
+        from .onnx_model import open_export
+        if not all(is_export(f) for f in folders):
+            raise CheckpointError("--model: give either run directories or export folders, not both")
+        if quantize:
+            raise DecodingError("--quantize: an export folder is quantized when it is exported "
+                                "(seq2seq export --quantize int8); leave --quantize out")
+        if precision not in (None, "auto", "fp32"):
+            raise DecodingError(f"--precision {precision}: an export folder runs in the precision it was exported in")
+        if device not in ("auto", "cpu"):
+            raise DeviceError(f"device {device}: export folders run on the CPU with onnxruntime; use --device cpu")
+        exports = [open_export(f) for f in folders]
+        first = exports[0]
+        for member in exports[1:]:
+            check_member(member, first)
+        model = first.model if len(exports) == 1 else Ensemble([e.model for e in exports])
+        translator = cls(model, first.src_tok, first.tgt_tok, first.config, torch.device("cpu"), "fp32")
+        translator.run_dirs = [e.folder for e in exports]
         return translator
 
     def encode_sources(self, lines: Sequence[str], first_line: int = 1) -> list[list[int]]:
@@ -105,7 +134,7 @@ class Translator:
             self.model, src_ids, beam_size=max(beam, nbest), batch_size=batch_size or dc.batch_size,
             alpha=dc.length_penalty if length_penalty is None else length_penalty,
             max_len_ratio=dc.max_len_ratio if max_len_ratio is None else max_len_ratio,
-            max_len_offset=dc.max_len_offset, nbest=nbest, device=self.device, return_attention=return_attention,
+            max_len_offset=dc.max_len_offset, nbest=nbest, return_attention=return_attention,
             precision=self.precision)
 
     def detokenize(self, hyp: Hypothesis) -> str:
@@ -166,33 +195,36 @@ class Translator:
                 first_line += len(chunk)
 
 
-def decoding_model(model: Seq2Seq, precision: str, quantize: str | None) -> Seq2Seq:
-    """A loaded model made ready to decode only, in `precision`, int8 with quantize="int8"."""
-    model.decoder.prepare_inference()
+def decoding_model(model: Seq2Seq, precision: str, quantize: str | None) -> DecodingModel:
+    """The decoding object of a loaded model, in `precision`, int8 with quantize="int8"."""
+    decoding = model.eval().for_decoding()
     if precision != "fp32":
-        # The decoder's per-step copies are decoding's own: cast once here, not at every step.
-        model.decoder.step_products.to(DTYPES[precision])
+        # The per-step products are decoding's own: cast once here, not at every step.
+        decoding.products.to(DTYPES[precision])
     if quantize == "int8":
         from .quantize import quantize_int8
-        model = quantize_int8(model)
-    return model
+        decoding = quantize_int8(decoding)
+    return decoding
 
 
-def check_member(run: Run, first: Run) -> None:
+def check_member(run: Run | Export, first: Run | Export) -> None:
     """An ensemble member reads and writes text exactly as the first member does, or a
     CheckpointError names it."""
     def same_tokenizer(a: Tokenizer, b: Tokenizer) -> bool:
         return a.sp.serialized_model_proto() == b.sp.serialized_model_proto() and a.kept == b.kept
 
+    def origin(member: Run | Export) -> Path:
+        return member.folder if isinstance(member, Export) else member.dir.path
+
     for side, mine, theirs in (("source", run.src_tok, first.src_tok), ("target", run.tgt_tok, first.tgt_tok)):
         if not same_tokenizer(mine, theirs):
-            raise CheckpointError(f"{run.dir.path}: its {side} tokenizer (or kept-piece list) differs from that of "
-                                  f"{first.dir.path}; ensemble members must share both tokenizers (train them from "
+            raise CheckpointError(f"{origin(run)}: its {side} tokenizer (or kept-piece list) differs from that of "
+                                  f"{origin(first)}; ensemble members must share both tokenizers (train them from "
                                   f"one tokenizer, e.g. fine-tune with finetune.vocabulary: keep)")
     for key in ("src_lang", "tgt_lang", "src_prefix_tag"):
         if getattr(run.config.data, key) != getattr(first.config.data, key):
-            raise CheckpointError(f"{run.dir.path}: data.{key} is {getattr(run.config.data, key)!r}, but "
-                                  f"{getattr(first.config.data, key)!r} in {first.dir.path}; ensemble members must "
+            raise CheckpointError(f"{origin(run)}: data.{key} is {getattr(run.config.data, key)!r}, but "
+                                  f"{getattr(first.config.data, key)!r} in {origin(first)}; ensemble members must "
                                   f"translate the same way")
 
 

@@ -13,6 +13,7 @@ import torch
 
 from . import distributed as dist
 from .data import Batch
+from .errors import is_out_of_memory
 from .precision import autocast
 from .tokenizer import PAD
 
@@ -50,11 +51,6 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
 def token_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float) -> torch.Tensor:
     """Summed (label-smoothed) cross-entropy over non-pad target tokens."""
     return _SmoothedCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), target.reshape(-1), label_smoothing)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error))
 
 
 def split_batch(batch: Batch) -> tuple[Batch, Batch]:
@@ -99,7 +95,8 @@ def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if batch.src.size(0) == 1:
-        log.warning("out of memory on a single pair (%d source, %d target pieces); pair skipped",
+        log.warning("out of memory on a single pair (%d source, %d target pieces); pair skipped "
+                    "(lower data.max_src_len and data.max_tgt_len to drop such pairs before training)",
                     int(batch.src_lengths[0]), batch.num_tgt_tokens)
         return 0.0, 1
     log.warning("out of memory on a batch of %d pairs; retrying it in halves", batch.src.size(0))

@@ -46,10 +46,15 @@ def validate(model: Seq2Seq, valid: ValidationSet, decoding: DecodingConfig, tgt
     """Loss, perplexity, BLEU and chrF (greedy or decoding.valid_beam_size) and the hypotheses."""
     loss = validation_loss(model, valid.pairs, device)
     dc = decoding
-    hyps = translate_ids(model, valid.src_ids, beam_size=dc.valid_beam_size, batch_size=dc.batch_size,
-                         alpha=dc.length_penalty, max_len_ratio=dc.max_len_ratio,
-                         max_len_offset=dc.max_len_offset, device=device,
-                         precision=precision.resolve(dc.precision, device)[0])
+    was_training = model.training
+    model.eval()
+    try:
+        # Built from the current weights at every validation: it shares them, so this is cheap.
+        hyps = translate_ids(model.for_decoding(), valid.src_ids, beam_size=dc.valid_beam_size,
+                             batch_size=dc.batch_size, alpha=dc.length_penalty, max_len_ratio=dc.max_len_ratio,
+                             max_len_offset=dc.max_len_offset, precision=precision.resolve(dc.precision, device)[0])
+    finally:
+        model.train(was_training)
     texts = [detokenize(tgt_tok, h[0].tokens) for h in hyps]
     scores = score_all(texts, valid.refs)
     return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50.0)), "bleu": scores["bleu"],

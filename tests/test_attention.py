@@ -90,6 +90,7 @@ def test_padded_sentence_gives_the_same_outputs_as_alone(kind, cell):
             alone = model(torch.tensor([s]), torch.tensor([len(s)]), targets[i:i + 1])
             torch.testing.assert_close(together[i:i + 1], alone, rtol=1e-5, atol=1e-5)
         # Step-wise decoding sees the same: the attention on padding is exactly zero.
-        memory, state = model.start(src, lengths)
-        _, _, weights = model.step(targets[:, 0], state, memory)
+        decoding = model.for_decoding()
+        memory, state = decoding.start(src, lengths)
+        _, _, weights = decoding.step(targets[:, 0], state, memory)
         assert torch.all(weights[1, 3:] == 0.0) and torch.all(weights[2, 5:] == 0.0)

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from seq2seq.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, atomic_write, load_checkpoint,
-                                save_checkpoint, unwrap)
+                                save_checkpoint, training_payload, unwrap)
 from seq2seq.config import Config, config_from_dict, to_dict
 from seq2seq.data import pad
 from seq2seq.model import build_model
-from seq2seq.trainer import Progress, checkpoint_payload
+from seq2seq.start import Progress
 
 
 def small_config() -> Config:
@@ -51,7 +51,9 @@ def test_reloaded_checkpoint_gives_identical_outputs_and_plain_names(tmp_path, w
     wrapped = wrap(model)
     assert unwrap(wrapped) is model
     optimizer = torch.optim.Adam(model.parameters())
-    save_checkpoint(tmp_path / "c.pt", checkpoint_payload(wrapped, optimizer, None, Progress(step=7), cfg, full=True))
+    payload = training_payload(wrapped, to_dict(cfg), progress=vars(Progress(step=7)), optimizer=optimizer,
+                               scheduler=None)
+    save_checkpoint(tmp_path / "c.pt", payload)
     data = load_checkpoint(tmp_path / "c.pt")
     assert list(data["model"]) == list(model.state_dict())  # no "module." or "_orig_mod." prefixes
     assert not any(k.startswith(("module.", "_orig_mod.")) for k in data["model"])

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
+import torch
 import yaml
 
 from conftest import expected_translation, tiny_config_dict, write_synthetic
+from seq2seq import cli
 from seq2seq.checkpoint import load_checkpoint
+from seq2seq.errors import CheckpointError, DecodingError, DeviceError, TrainingError
 from seq2seq.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +149,45 @@ def test_evaluate_errors_are_one_line(tmp_path):
     assert_one_line_error(run_cli("evaluate", "--hyp", hyp, "--ref", ref), "evaluate", "hyp.txt", "2", "1")
     assert_one_line_error(run_cli("evaluate", "--hyp", tmp_path / "nohyp.txt", "--ref", ref), "evaluate",
                           "nohyp.txt", "file not found")
+
+
+def test_device_and_decoding_option_errors_are_one_line(trained_run):
+    assert_one_line_error(run_cli("translate", "--model", trained_run, "--quantize", "int8", "--precision", "bf16",
+                                  "--device", "cpu", input_text="a\n"),
+                          "translate", "precision bf16", "--quantize int8")
+    assert_one_line_error(run_cli("translate", "--model", trained_run, "--nbest", 0, input_text="a\n"),
+                          "translate", "--nbest")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run_cli("translate", "--model", trained_run, "--device", "cuda", input_text="a\n"),
+                              "translate", "torch sees no CUDA GPU", "--device cpu")
+
+
+@pytest.mark.parametrize("error, words", [
+    (DeviceError("device 'cuda' was asked for"), ["device 'cuda'"]),
+    (DecodingError("precision bf16: int8 quantization"), ["precision bf16"]),
+    (CheckpointError("run/best.pt: checkpoint not found"), ["best.pt"]),
+    (TrainingError("the disk is full"), ["disk is full"]),
+    (MemoryError(), ["out of memory (MemoryError)", "--batch-size"]),
+    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes"),
+     ["out of memory (DefaultCPUAllocator", "--batch-size"]),
+])
+def test_user_errors_are_told_apart_by_their_type(monkeypatch, capsys, error, words):
+    def fail(args):
+        raise error
+    monkeypatch.setattr(cli, "cmd_translate", fail)
+    assert cli.main(["translate", "--model", "RUN"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seq2seq translate: error: ")
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("error", [ValueError("device and precision are words of a bug here"),
+                                   RuntimeError("CUDA error: device-side assert triggered")])
+def test_other_errors_keep_their_traceback(monkeypatch, error):
+    def fail(args):
+        raise error
+    monkeypatch.setattr(cli, "cmd_translate", fail)
+    with pytest.raises(type(error)):
+        cli.main(["translate", "--model", "RUN"])
+

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seq2seq.config import Config, ConfigError, config_from_dict, defaults_yaml, load_config
+from seq2seq.config import (Config, ConfigError, TrainCorpus, config_from_dict, defaults_yaml, dump_yaml,
+                            load_config)
 from seq2seq.start import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +98,37 @@ def test_cross_field_rules_accept_valid_combinations():
                                       "encoder": {"emb_size": 32, "hidden_size": 16, "bidirectional": True},
                                       "decoder": {"emb_size": 32, "hidden_size": 32, "attention": "dot"}}})
     assert cfg.model.share_embeddings and cfg.model.tie_embeddings
+
+
+def test_data_train_is_always_a_list_of_corpora():
+    one = config_from_dict({"data": {"train": "corpora/a"}})
+    assert one.data.train == [TrainCorpus("corpora/a", 1.0)]
+    listed = config_from_dict({"data": {"train": [{"path": "corpora/a"}, {"path": "corpora/b", "weight": 0.5}]}})
+    assert listed.data.train == [TrainCorpus("corpora/a", 1.0), TrainCorpus("corpora/b", 0.5)]
+    assert Config().data.train == [TrainCorpus("data/multi30k/train", 1.0)]
+    # what a run writes (config.yaml, the checkpoint's config) loads back to the same config
+    assert config_from_dict(yaml.safe_load(dump_yaml(one))) == one
+
+
+def test_an_old_run_config_with_one_training_path_loads(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml(Config()).replace("  train:\n  - path: data/multi30k/train\n    weight: 1.0\n",
+                                                "  train: data/old/train\n"))
+    assert "train: data/old/train\n" in path.read_text()
+    assert load_config(path).data.train == [TrainCorpus("data/old/train", 1.0)]
+    assert load_config(None, ["data.train=data/other/train"]).data.train == [TrainCorpus("data/other/train", 1.0)]
+
+
+@pytest.mark.parametrize("train, key, words", [
+    (5, "data.train", ["a string or a list", "5"]),
+    ([], "data.train", ["empty list"]),
+    (["corpora/a"], "data.train[0]", ["mapping"]),
+    ("", "data.train[0].path", ["path prefix"]),
+    ([{"path": "a", "weight": 0}], "data.train[0].weight", ["greater than 0"]),
+    ([{"path": "a", "wieght": 2}], "data.train[0].wieght", ["did you mean weight?"]),
+])
+def test_data_train_errors_name_the_corpus_at_fault(train, key, words):
+    assert_error_names({"data": {"train": train}}, key, words)
 
 
 def write(tmp_path, raw) -> Path:

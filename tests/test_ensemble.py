@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import tiny_config_dict
 from seq2seq.config import config_from_dict
 from seq2seq.ensemble import Ensemble
 from seq2seq.errors import CheckpointError
-from seq2seq.search import beam_search, greedy_search
+from seq2seq.decoding import DecodingModel
+from seq2seq.search import beam_search, greedy_search, translate_ids
 from seq2seq.trainer import train
 from seq2seq.translator import Translator
 
@@ -23,13 +23,13 @@ from seq2seq.translator import Translator
 X, Y = 4, 5
 
 
-class Scripted(nn.Module):
-    """A fake model whose step t gives the same probabilities table[t] to every sentence."""
+class Scripted:
+    """A fake step model whose step t gives the same probabilities table[t] to every sentence."""
+
+    device = torch.device("cpu")
 
     def __init__(self, table: list[list[float]]):
-        super().__init__()
         self.table = torch.tensor(table).log()
-        self.anchor = nn.Parameter(torch.zeros(1))  # translate_ids asks for a parameter's device
 
     def start(self, src, src_lengths):
         return Rows(src.new_zeros(src.size(0))), Rows(src.new_zeros(src.size(0)))
@@ -74,6 +74,10 @@ def test_scripted_members_are_averaged_in_probability():
     _, state = Ensemble([A, B]).start(src, lengths)
     lp, _, _ = Ensemble([A, B]).step(torch.tensor([2, 2]), state, state)
     assert torch.allclose(lp.exp().sum(-1), torch.ones(2), atol=1e-6)
+    # Members need not be torch modules: the batched decoding of id lists takes them as they are.
+    [[hyp]] = translate_ids(Ensemble([A, B]), [[1, 1, 1]], beam_size=1, batch_size=8, alpha=0.0, max_len_ratio=1.0,
+                            max_len_offset=2)
+    assert hyp.tokens == [X] and hyp.log_prob == pytest.approx(expected, abs=1e-6)
 
 
 def test_an_ensemble_of_one_is_that_model_exactly(trained_run, synthetic_dir):
@@ -109,6 +113,7 @@ def run_cli(*args):
 def test_members_of_other_architectures_decode_together(trained_run, lstm_run, synthetic_dir, tmp_path):
     ensemble = Translator.load([trained_run, lstm_run], device="cpu")
     assert isinstance(ensemble.model, Ensemble) and ensemble.run_dirs == [trained_run, lstm_run]
+    assert all(isinstance(member, DecodingModel) for member in ensemble.model.members)
     src = synthetic_dir / "test.src"
     lines = src.read_text().splitlines()
     out = tmp_path / "out.tsv"

@@ -14,9 +14,10 @@ from conftest import LEXICON, SRC_WORDS, tiny_config_dict
 from seq2seq import finetune, transfer
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.config import ConfigError, config_from_dict
-from seq2seq.rundir import RunDir
+from seq2seq.rundir import RunDir, open_run
 from seq2seq.start import load_run_config, prepare_tokenizers
 from seq2seq.data import make_batch, encode_parallel, read_parallel, tag_sources
+from seq2seq.data import text as text_module
 from seq2seq.model import build_model
 from seq2seq.tokenizer import Tokenizer
 from seq2seq.trainer import train
@@ -67,7 +68,7 @@ def load_child(raw: dict, tmp_path: Path):
 def start_child(cfg, run_dir: Path):
     """The model a fine-tuning run starts from, built the way the trainer builds it."""
     d = cfg.data
-    src, tgt = read_parallel(f"{d.train}.{d.src_lang}", f"{d.train}.{d.tgt_lang}")
+    src, tgt = read_parallel(f"{d.train[0].path}.{d.src_lang}", f"{d.train[0].path}.{d.tgt_lang}")
     if d.src_prefix_tag:
         src = tag_sources(src, d.tgt_lang)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,7 @@ def test_warmup_trains_only_embeddings_and_output_then_everything(trained_run, s
 
 def assert_same_outputs(model, parent_run: Path, data_dir: Path, src_tok, tgt_tok) -> None:
     """The child `model` gives exactly the parent run's outputs on validation pairs."""
-    parent = Translator.load(parent_run, device="cpu").model
+    parent = open_run(parent_run).model.eval()
     src, tgt = read_parallel(data_dir / "valid.src", data_dir / "valid.tgt")
     batch = make_batch(encode_parallel(src[:16], tgt[:16], src_tok, tgt_tok), list(range(16)))
     model.eval()
@@ -362,6 +363,30 @@ def test_joint_with_parent_trains_the_vocabulary_on_the_asked_number_of_parent_p
     assert carried[3000] > carried[None], carried
 
 
+def test_parent_sample_streams_every_corpus_of_a_parent_trained_on_several(tmp_path, monkeypatch):
+    a = write_task(tmp_path / "a", LEXICON, src="src", tgt="tgt", train=400, seed=1)
+    b = write_task(tmp_path / "b", LEXICON, src="src", tgt="tgt", train=600, seed=2)
+    raw = tiny_config_dict(a, data={"src_prefix_tag": True})
+    raw["data"]["train"] = [{"path": str(a / "train"), "weight": 0.9}, {"path": str(b / "train"), "weight": 0.1}]
+    parent_cfg = config_from_dict(raw)
+
+    def whole_file(*args, **kwargs):
+        raise AssertionError("the parent's corpus was read whole")
+
+    monkeypatch.setattr(text_module, "read_lines", whole_file)
+    src, tgt = finetune.parent_sample(parent_cfg.data, 300, seed=5)
+    assert len(src) == len(tgt) == 300 and all(s.startswith("<2tgt> ") for s in src)
+    from_a = set((a / "train.tgt").read_text().splitlines())
+    from_b = set((b / "train.tgt").read_text().splitlines())
+    assert any(t in from_a for t in tgt) and any(t in from_b for t in tgt)
+    assert finetune.parent_sample(parent_cfg.data, 5000, seed=5)[1] == \
+        (a / "train.tgt").read_text().splitlines() + (b / "train.tgt").read_text().splitlines()
+    # a corpus of the parent that is gone is named, as a problem of the setting that reads it
+    (b / "train.src").unlink()
+    with pytest.raises(ConfigError, match=r"transfer_joint_with_parent: .*b/train\.src: file not found"):
+        finetune.parent_sample(parent_cfg.data, 300, seed=5)
+
+
 def test_new_source_language_and_reverse_direction_transfer(trained_run, synthetic_dir, tmp_path):
     new_src = write_task(tmp_path / "newsrc", NEW_SRC_LEXICON, src="sr2", tgt="tgt", train=300)
     for data, src, tgt in ((new_src, "sr2", "tgt"), (synthetic_dir, "tgt", "src")):
@@ -371,8 +396,9 @@ def test_new_source_language_and_reverse_direction_transfer(trained_run, synthet
         # vocabulary holds the target words, so the reverse direction keeps nearly all of them.
         assert 0 < parent.maps["source"][0].numel() <= len(src_tok)
         assert parent.maps["target"][0].numel() > 10
-        memory, state = model.start(torch.tensor([src_tok.encode("x y")]), torch.tensor([2]))
-        log_probs, _, _ = model.step(torch.tensor([2]), state, memory)
+        decoding = model.eval().for_decoding()
+        memory, state = decoding.start(torch.tensor([src_tok.encode("x y")]), torch.tensor([2]))
+        log_probs, _, _ = decoding.step(torch.tensor([2]), state, memory)
         assert log_probs.shape == (1, len(tgt_tok))
 
 

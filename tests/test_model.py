@@ -3,10 +3,12 @@ import itertools
 
 import pytest
 import torch
+from torch import nn
 
 from seq2seq.config import config_from_dict
 from seq2seq.data import pad
 from seq2seq.decoder import DecoderState, Memory
+from seq2seq.decoding import DecodingModel
 from seq2seq.model import build_model, count_parameters, init_weights, resolve_device
 
 SRC_V, TGT_V = 19, 23
@@ -43,7 +45,8 @@ def test_output_shapes(cell, bidirectional, attention, input_feeding, init, num_
     logits = model(src, lengths, tgt_in)
     assert logits.shape == (2, 3, TGT_V)
     logits.sum().backward()  # every part is connected to the output
-    memory, state = model.start(src, lengths)
+    decoding = model.eval().for_decoding()
+    memory, state = decoding.start(src, lengths)
     assert isinstance(memory, Memory) and isinstance(state, DecoderState)
     assert memory.states.shape == (2, 4, 6 * (2 if bidirectional else 1))
     assert memory.mask.tolist() == [[True] * 4, [True, True, False, False]]
@@ -54,7 +57,7 @@ def test_output_shapes(cell, bidirectional, attention, input_feeding, init, num_
         assert all(torch.all(h == 0) for h in state.h)
     else:
         assert any(torch.any(h != 0) for h in state.h)
-    log_probs, new_state, weights = model.step(torch.tensor([2, 2]), state, memory)
+    log_probs, new_state, weights = decoding.step(torch.tensor([2, 2]), state, memory)
     assert log_probs.shape == (2, TGT_V) and weights.shape == (2, 4)
     torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(2))
     picked = new_state.select(torch.tensor([1, 1, 0]))
@@ -63,48 +66,68 @@ def test_output_shapes(cell, bidirectional, attention, input_feeding, init, num_
     assert memory.select(torch.tensor([1, 0, 1])).states.shape[0] == 3
 
 
-def two_layer_model_and_batch(cell, input_feeding):
+STEP_CASES = list(itertools.product(["lstm", "gru"], [1, 2], [True, False], ["additive", "dot", "general"]))
+
+
+@pytest.mark.parametrize("cell, num_layers, input_feeding, attention", STEP_CASES,
+                         ids=["-".join(map(str, c)) for c in STEP_CASES])
+def test_decoding_steps_give_the_teacher_forced_distributions(cell, num_layers, input_feeding, attention):
+    # The decoding object's own products and step functions, fed the reference prefix, give
+    # the training forward pass's distributions at every position.
     torch.manual_seed(0)
-    model = build_model(model_config(cell=cell, input_feeding=input_feeding, num_layers=2),
-                        src_vocab_size=SRC_V, tgt_vocab_size=TGT_V).eval()
+    model = build_model(model_config(cell=cell, num_layers=num_layers, input_feeding=input_feeding,
+                                     attention=attention), src_vocab_size=SRC_V, tgt_vocab_size=TGT_V).eval()
     src, lengths = pad([[4, 5, 6], [7, 8]]), torch.tensor([3, 2])
-    return model, src, lengths, torch.tensor([[2, 9, 10, 11], [2, 12, 13, 0]])
+    tgt_in = torch.tensor([[2, 9, 10, 11, 12], [2, 13, 14, 15, 0]])
+    decoding = model.for_decoding()
+    with torch.no_grad():
+        expected = torch.log_softmax(model(src, lengths, tgt_in), dim=-1)  # (batch, tgt_len, vocab)
+        memory, state = decoding.start(src, lengths)
+        for t in range(tgt_in.size(1)):
+            log_probs, state, attention_weights = decoding.step(tgt_in[:, t], state, memory)
+            torch.testing.assert_close(log_probs, expected[:, t], rtol=1e-5, atol=1e-5)
+            assert attention_weights.shape == (2, 3) and torch.all(attention_weights[1, 2] == 0)
+    # Its products are its own nn.Linear modules, one product of [input, h] per LSTM layer.
+    names = {name for name, m in decoding.named_modules() if isinstance(m, nn.Linear) and "products" in name}
+    if cell == "lstm":
+        assert names == {f"products.{i}.gates" for i in range(num_layers)}
+    else:
+        assert names == ({f"products.{i}.hidden" for i in range(num_layers)}
+                         | {f"products.{i}.input" for i in range(num_layers) if i > 0 or input_feeding})
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("input_feeding", [True, False])
-def test_stepwise_decoding_equals_teacher_forcing(cell, input_feeding):
-    model, src, lengths, tgt_in = two_layer_model_and_batch(cell, input_feeding)
-    with torch.no_grad():
-        logits = torch.log_softmax(model(src, lengths, tgt_in), -1)
-        memory, state = model.start(src, lengths)
-        for t in range(tgt_in.size(1)):
-            lp, state, _ = model.step(tgt_in[:, t], state, memory)
-            torch.testing.assert_close(lp, logits[:, t], rtol=1e-5, atol=1e-5)
+def test_decoding_uses_its_own_products_and_training_its_cells(cell):
+    torch.manual_seed(0)
+    model = build_model(model_config(cell=cell, num_layers=2), src_vocab_size=SRC_V, tgt_vocab_size=TGT_V)
+    src, lengths = pad([[4, 5, 6], [7, 8]]), torch.tensor([3, 2])
+    tgt_in = torch.tensor([[2, 9, 10, 11], [2, 12, 13, 0]])
+    before = count_parameters(model)
+    with pytest.raises(ValueError, match="eval"):
+        model.for_decoding()  # dropout would apply
+    decoding = model.eval().for_decoding()
+    assert isinstance(decoding, DecodingModel)
+    # Not part of the training model: nothing to filter out of its parameters or checkpoints.
+    assert count_parameters(model) == before
+    assert not any("products" in name for name in model.state_dict())
 
+    def first_step():
+        memory, state = decoding.start(src, lengths)
+        return decoding.step(tgt_in[:, 0], state, memory)[0]
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("input_feeding", [True, False])
-def test_prepared_decoder_steps_like_the_training_decoder(cell, input_feeding):
-    model, src, lengths, tgt_in = two_layer_model_and_batch(cell, input_feeding)
     with torch.no_grad():
-        memory, state = model.start(src, lengths)
-        expected = []
-        for t in range(tgt_in.size(1)):
-            lp, state, _ = model.step(tgt_in[:, t], state, memory)
-            expected.append(lp)
-        model.decoder.prepare_inference()
-        memory, state = model.start(src, lengths)
-        for t in range(tgt_in.size(1)):
-            lp, state, _ = model.step(tgt_in[:, t], state, memory)
-            torch.testing.assert_close(lp, expected[t], rtol=1e-6, atol=1e-6)
-        # The prepared modules are what the step uses: changing one changes the output.
-        for module in model.decoder.step_products.values():
-            module.weight.mul_(2)
-        memory, state = model.start(src, lengths)
-        lp, _, _ = model.step(tgt_in[:, 0], state, memory)
-        assert not torch.allclose(lp, expected[0])
-    # Training still goes through the cell's own weights.
+        reference = first_step()
+        logits = model(src, lengths, tgt_in)
+    # Grad mode chooses nothing: the step and the forward pass give the same with gradients on.
+    torch.testing.assert_close(first_step(), reference, rtol=0, atol=0)
+    torch.testing.assert_close(model(src, lengths, tgt_in), logits, rtol=0, atol=0)
+    # The step reads the products: replacing one changes decoding, and not the training forward.
+    product = decoding.products[0]["gates" if cell == "lstm" else "hidden"]
+    product.weight = nn.Parameter(product.weight * 2, requires_grad=False)
+    with torch.no_grad():
+        assert not torch.allclose(first_step(), reference)
+        torch.testing.assert_close(model(src, lengths, tgt_in), logits, rtol=0, atol=0)
+    # Training goes through the cells' own weights.
     model.train()
     model(src, lengths, tgt_in).sum().backward()
     assert model.decoder.cells[0].weight_hh.grad.abs().sum() > 0

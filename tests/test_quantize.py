@@ -17,9 +17,9 @@ def test_int8_translations_match_float(trained_run, synthetic_dir):
     fp32 = Translator.load(trained_run, device="cpu")
     int8 = Translator.load(trained_run, device="cpu", quantize="int8")
     names = quantized_modules(int8.model)
-    assert {"encoder.rnn", "decoder.output", "decoder.combine", "decoder.attention.query_proj"} <= set(names)
-    # the decoder cell's per-step products, built by prepare_inference, run int8 too
-    assert {"decoder.step_products.0a", "decoder.step_products.0b"} <= set(names)
+    assert {"encoder.rnn", "output", "combine", "attention.query_proj"} <= set(names)
+    # the decoder cell's per-step products, the decoding object's own modules, run int8 too
+    assert {"products.0.input", "products.0.hidden"} <= set(names)
     assert quantized_modules(fp32.model) == []
 
     for beam in (1, 3):
@@ -35,15 +35,26 @@ def test_int8_lstm_model_scores_close_to_float(synthetic_dir):
                                                  "tie_embeddings": True})
     raw["model"]["decoder"]["emb_size"] = 64  # tying the output layer needs emb_size == hidden_size
     torch.manual_seed(0)
-    model = build_model(config_from_dict(raw).model, src_vocab_size=50, tgt_vocab_size=50).eval()
-    qmodel = quantize_int8(model)
-    assert isinstance(dict(qmodel.named_modules())["encoder.rnn"], torch.ao.nn.quantized.dynamic.LSTM)
-    assert isinstance(model.decoder.output, nn.Linear)  # the float model is left as it was
+    decoding = build_model(config_from_dict(raw).model, src_vocab_size=50, tgt_vocab_size=50).eval().for_decoding()
+    qdecoding = quantize_int8(decoding)
+    modules = dict(qdecoding.named_modules())
+    assert isinstance(modules["encoder.rnn"], torch.ao.nn.quantized.dynamic.LSTM)
+    assert isinstance(modules["products.0.gates"], torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(decoding.output, nn.Linear)  # the float model is left as it was
     src = torch.randint(4, 50, (6, 9))
     lengths = torch.tensor([9, 8, 7, 5, 3, 1])
     tgt = torch.randint(4, 50, (6, 7))
+
+    def teacher_forced(model):
+        memory, state = model.start(src, lengths)
+        steps = []
+        for t in range(tgt.size(1)):
+            log_probs, state, _ = model.step(tgt[:, t], state, memory)
+            steps.append(log_probs)
+        return torch.stack(steps, dim=1)  # (batch, tgt_len, vocab)
+
     with torch.no_grad():
-        ref, got = model(src, lengths, tgt), qmodel(src, lengths, tgt)
+        ref, got = teacher_forced(decoding), teacher_forced(qdecoding)
     assert not torch.equal(ref, got)
     assert (ref - got).abs().max() < 0.05 * ref.abs().max()
 

@@ -38,11 +38,13 @@ def _plain_decoder_logits(model, src, lengths, tgt_in):
     """Teacher forcing through the same step function, but with every StepLinear turned into
     a plain autograd linear, as the reference for gradients."""
     dec = model.decoder
-    memory, state = model.start(src, lengths)
+    enc = model.encoder(src, lengths)
+    memory, state = dec.make_memory(enc), dec.init_state(enc)
     outputs = []
     for t in range(tgt_in.size(1)):
         ops = dec._step_ops()
-        for linear in [ops.combine, ops.query] + [x for pair in ops.layers for x in pair]:
+        products = [x for layer in ops.layers for x in layer.values()]
+        for linear in [ops.combine, ops.query] + products:
             if linear is not None:
                 linear.deferred = False
         att, state, _ = dec._advance(dec._embed_gates(tgt_in[:, t]), state, memory, ops)
@@ -77,11 +79,11 @@ def test_decoder_gradients_equal_plain_autograd(cell, attention, feeding, layers
         torch.testing.assert_close(fast[name], plain[name], rtol=1e-4, atol=1e-5, msg=name)
 
     # Step-by-step decoding (no gradients) gives the same distributions as teacher forcing.
-    model.eval()
+    decoding = model.eval().for_decoding()
     with torch.no_grad():
-        memory, state = model.start(src, lengths)
+        memory, state = decoding.start(src, lengths)
         steps = []
         for t in range(tgt_in.size(1)):
-            log_probs, state, _ = model.step(tgt_in[:, t], state, memory)
+            log_probs, state, _ = decoding.step(tgt_in[:, t], state, memory)
             steps.append(log_probs)
     torch.testing.assert_close(torch.stack(steps, 1), torch.log_softmax(fast_logits, -1), rtol=1e-4, atol=1e-5)

@@ -46,8 +46,10 @@ def distribution(probs: dict[int, float]) -> list[float]:
 
 
 class ScriptedModel:
-    """Implements start/step: the next-token distribution is looked up by the sentence's
-    script and the tokens produced so far; unscripted prefixes end with probability 0.9."""
+    """A StepModel that is no nn.Module: the next-token distribution is looked up by the
+    sentence's script and the tokens produced so far; unscripted prefixes end with probability 0.9."""
+
+    device = torch.device("cpu")
 
     def __init__(self, scripts: dict[int, dict[tuple, dict[int, float]]], default=None):
         self.scripts = scripts
@@ -190,6 +192,17 @@ def test_max_length_is_enforced(search, kwargs):
 def test_nbest_larger_than_beam_is_refused():
     with pytest.raises(ValueError, match="nbest"):
         run(beam_search, [0], beam_size=2, nbest=3)
+
+
+def test_translate_ids_searches_any_step_model():
+    # Lists of ids in, hypotheses back in input order, from a model that is no nn.Module (as an
+    # exported model run by another runtime would be): the search asks it for its device only.
+    model = ScriptedModel(SCRIPTS)
+    options = dict(batch_size=2, alpha=0.0, max_len_ratio=1.0, max_len_offset=9)
+    hyps = translate_ids(model, [[1, 7, 7], [0], [], [1]], beam_size=2, **options)
+    assert [h[0].tokens for h in hyps] == [[4], [5], [], [4]]
+    greedy = translate_ids(model, [[0]], beam_size=1, **options)
+    assert greedy[0][0].tokens == [4, 4]
 
 
 # -- a real (tiny, trained) model ----------------------------------------------------------

@@ -11,7 +11,7 @@ def random_model(seed: int = 0):
     torch.manual_seed(seed)
     cfg = ModelConfig(encoder=EncoderConfig(cell="gru", emb_size=8, hidden_size=8, dropout=0.0),
                       decoder=DecoderConfig(cell="lstm", emb_size=8, hidden_size=16, dropout=0.0))
-    return build_model(cfg, src_vocab_size=20, tgt_vocab_size=12).eval()
+    return build_model(cfg, src_vocab_size=20, tgt_vocab_size=12).eval().for_decoding()
 
 
 def batch():
@@ -21,7 +21,7 @@ def batch():
 
 @torch.no_grad()
 def forced_attention(model, src_row, length, tokens):
-    """Teacher-force `tokens` + EOS through model.step: (len(tokens) + 1, length) attention."""
+    """Teacher-force `tokens` + EOS through the decoding step: (len(tokens) + 1, length) attention."""
     memory, state = model.start(src_row[:length].unsqueeze(0), torch.tensor([length]))
     prev, rows = torch.tensor([BOS]), []
     for tok in tokens + [EOS]:

@@ -14,8 +14,11 @@ from conftest import tiny_config_dict, write_synthetic
 from seq2seq.cli import main
 from seq2seq.config import config_from_dict
 from seq2seq.data import epoch_batches, tag_sources
-from seq2seq.data import store as store_module
-from seq2seq.data.store import Store, epoch_pool, open_or_prepare
+from seq2seq.data import format as format_module
+from seq2seq.data import prepare as prepare_module
+from seq2seq.data.format import Store
+from seq2seq.data.prepare import open_or_prepare
+from seq2seq.data.sampling import epoch_pool
 from seq2seq.errors import TrainingError
 from seq2seq.rundir import RunDir
 from seq2seq.start import prepare
@@ -44,7 +47,7 @@ def test_store_holds_exactly_the_tokenizers_ids_of_every_kept_pair(tmp_path, syn
 def prepared(cfg, run_dir: Path) -> Store:
     rd = RunDir(run_dir)
     src_tok, tgt_tok = rd.open_tokenizers(cfg)
-    return open_or_prepare(cfg, rd.path, src_tok, tgt_tok, [*rd.tokenizer_files(cfg), *rd.kept_files()],
+    return open_or_prepare(cfg.data, rd.prepared, src_tok, tgt_tok, [*rd.tokenizer_files(cfg), *rd.kept_files()],
                            prepare=True, quiet=True)
 
 
@@ -74,8 +77,8 @@ def test_a_store_whose_inputs_changed_is_rebuilt(tmp_path, synthetic_dir, caplog
 def test_an_interrupted_prepare_leaves_nothing_a_later_run_trusts(tmp_path, synthetic_dir, monkeypatch):
     cfg = config_from_dict(tiny_config_dict(synthetic_dir))
     run = tmp_path / "run"
-    monkeypatch.setattr(store_module, "CHUNK", 500)
-    real = store_module.encode_chunk
+    monkeypatch.setattr(prepare_module, "CHUNK", 500)
+    real = prepare_module.encode_pairs
     calls = {"n": 0}
 
     def interrupted(*args):
@@ -84,15 +87,15 @@ def test_an_interrupted_prepare_leaves_nothing_a_later_run_trusts(tmp_path, synt
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(store_module, "encode_chunk", interrupted)
+    monkeypatch.setattr(prepare_module, "encode_pairs", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg, run, quiet=True)
-    assert not (run / "prepared").exists()
+    assert not RunDir(run).prepared.exists()
     assert not list(run.glob(".prepared.tmp*"))
     # a kill -9 leaves its temporary directory: never read, and cleared by the next prepare
     (run / ".prepared.tmp999").mkdir()
     (run / ".prepared.tmp999" / "meta.json").write_text("{}")
-    monkeypatch.setattr(store_module, "encode_chunk", real)
+    monkeypatch.setattr(prepare_module, "encode_pairs", real)
     store = prepare(cfg, run, quiet=True)
     assert store.meta["counts"]["read"] == 3000 and not list(run.glob(".prepared.tmp*"))
 
@@ -147,7 +150,7 @@ def test_every_filter_is_counted(tmp_path):
 
 
 def test_workers_write_the_same_store(tmp_path, synthetic_dir, monkeypatch):
-    monkeypatch.setattr(store_module, "CHUNK", 700)  # several chunks, handed out to both workers
+    monkeypatch.setattr(prepare_module, "CHUNK", 700)  # several chunks, handed out to both workers
     one = prepare(config_from_dict(tiny_config_dict(synthetic_dir)), tmp_path / "one", quiet=True)
     cfg = config_from_dict(tiny_config_dict(synthetic_dir, data={"num_workers": 2}))
     two = RunDir(tmp_path / "two")
@@ -171,7 +174,7 @@ def test_runs_share_a_store_in_the_cache_directory(tmp_path, synthetic_dir):
 def test_a_full_disk_while_preparing_is_one_line_and_leaves_no_store(tmp_path, synthetic_dir, capsys, monkeypatch):
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps(tiny_config_dict(synthetic_dir)))
-    real = store_module._Writer.write
+    real = format_module.Writer.write
     calls = {"n": 0}
 
     def write(self, side, seqs):
@@ -180,13 +183,13 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_no_store(tmp_path, s
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, side, seqs)
 
-    monkeypatch.setattr(store_module._Writer, "write", write)
+    monkeypatch.setattr(format_module.Writer, "write", write)
     run = tmp_path / "run"
     assert main(["prepare", "--config", str(config), "--run-dir", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the disk is full while writing the prepared store" in err[0]
     assert "data.cache_dir" in err[0]
-    assert not (run / "prepared").exists() and not list(run.glob(".prepared.tmp*"))
+    assert not RunDir(run).prepared.exists() and not list(run.glob(".prepared.tmp*"))
     with pytest.raises(TrainingError):
         prepare(config_from_dict(tiny_config_dict(synthetic_dir)), run, quiet=True)
 

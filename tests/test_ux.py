@@ -250,9 +250,10 @@ def test_plot_of_a_directory_without_metrics(tmp_path):
 def test_info_reports_parameters_vocabulary_and_best_validation(trained_run):
     from seq2seq.translator import Translator
     from seq2seq.model import count_parameters
+    from seq2seq.rundir import open_run
     info = json.loads(run_cli("info", trained_run, "--json").stdout)
     translator = Translator.load(trained_run, device="cpu")
-    assert info["parameters"]["total"] == count_parameters(translator.model)
+    assert info["parameters"]["total"] == count_parameters(open_run(trained_run).model)
     assert info["parameters"]["encoder.rnn"] == sum(p.numel() for p in translator.model.encoder.rnn.parameters())
     assert info["vocabulary"]["source"] == len(translator.src_tok)
     records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
@@ -331,8 +332,9 @@ def test_tensorboard_without_the_package_is_a_clear_error(monkeypatch, tmp_path)
 
 def test_tensorboard_logs_scalars(tmp_path):
     pytest.importorskip("tensorboard")
+    from seq2seq.rundir import RunDir
     from seq2seq.tensorboard_log import log_scalars, open_writer
-    writer = open_writer(tmp_path)
+    writer = open_writer(RunDir(tmp_path).tensorboard)
     log_scalars(writer, {"step": 5, "bleu": 12.5, "best": True, "valid_loss": 2.0}, 5, "valid")
     writer.close()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -1,16 +1,15 @@
-"""Text files: read and check them (whole, or streamed pair by pair), language tags, and the
-encode/decode functions that validation and `translate` share."""
+"""Text files: read and check them (whole, or streamed pair by pair), the files of each training
+corpus, language tags, and the source encoding and detokenizing that validation and `translate`
+share."""
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
-
+from ..config import DataConfig, TrainCorpus
 from ..errors import DataError
 from ..tokenizer import Tokenizer
 
@@ -115,47 +114,28 @@ def stream_pairs(src_path: str | Path, tgt_path: str | Path, *, skip_invalid_utf
             yield src, tgt
 
 
-@dataclass
-class ParallelData:
-    """Encoded sentence pairs held in memory (validation sets, tests); target ids carry neither
-    BOS nor EOS. A prepared store (store.py) offers the same `lengths` and `pair`."""
-    src: list[list[int]]
-    tgt: list[list[int]]
-
-    def __len__(self) -> int:
-        return len(self.src)
-
-    def lengths(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source and target lengths in pieces, (len(self),) each."""
-        return (torch.tensor([len(s) for s in self.src], dtype=torch.int32),
-                torch.tensor([len(t) for t in self.tgt], dtype=torch.int32))
-
-    def pair(self, i: int) -> tuple[list[int], list[int]]:
-        return self.src[i], self.tgt[i]
+def corpus_files(data: DataConfig, corpus: TrainCorpus) -> tuple[str, str]:
+    """The source and target files of a training corpus: PREFIX.SRC_LANG and PREFIX.TGT_LANG."""
+    return f"{corpus.path}.{data.src_lang}", f"{corpus.path}.{data.tgt_lang}"
 
 
-def encode_parallel(src_lines: Sequence[str], tgt_lines: Sequence[str], src_tok: Tokenizer, tgt_tok: Tokenizer,
-                    *, max_src_len: int | None = None, max_tgt_len: int | None = None,
-                    name: str = "data") -> ParallelData:
-    """Encode pairs, dropping empty pairs and (when limits are given) over-long ones, with counts logged."""
-    src_ids = src_tok.encode_batch(src_lines)
-    tgt_ids = tgt_tok.encode_batch(tgt_lines)
-    keep_src, keep_tgt = [], []
-    empty = too_long = 0
-    for s, t in zip(src_ids, tgt_ids):
-        if not s or not t:
-            empty += 1
-        elif (max_src_len is not None and len(s) > max_src_len) or (max_tgt_len is not None and len(t) > max_tgt_len):
-            too_long += 1
-        else:
-            keep_src.append(s)
-            keep_tgt.append(t)
-    if empty or too_long:
-        log.info("%s: dropped %d empty pairs and %d pairs over the length limit (%s/%s pieces); %d remain",
-                 name, empty, too_long, max_src_len, max_tgt_len, len(keep_src))
-    if not keep_src:
-        raise DataError(f"{name}: no sentence pairs left after dropping {empty} empty and {too_long} over-long pairs")
-    return ParallelData(keep_src, keep_tgt)
+def corpus_name(data: DataConfig, corpus: TrainCorpus) -> str:
+    """A training corpus as logs and errors name it: PREFIX.{SRC_LANG,TGT_LANG}."""
+    return f"{corpus.path}.{{{data.src_lang},{data.tgt_lang}}}"
+
+
+def describe_train(data: DataConfig) -> str:
+    """data.train for people: each corpus's files, with its weight when there are several."""
+    if len(data.train) == 1:
+        return corpus_name(data, data.train[0])
+    return ", ".join(f"{corpus_name(data, c)} (weight {c.weight:g})" for c in data.train)
+
+
+def stream_corpus(data: DataConfig, corpus: TrainCorpus,
+                  skipped: SkippedLines | None = None) -> Iterator[tuple[str, str]]:
+    """The pairs of one training corpus, streamed (see stream_pairs)."""
+    src, tgt = corpus_files(data, corpus)
+    return stream_pairs(src, tgt, skip_invalid_utf8=data.skip_invalid_utf8, skipped=skipped)
 
 
 TAG_PATTERN = re.compile(r"<2[^<>\s]+>")

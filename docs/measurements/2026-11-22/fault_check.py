@@ -1,7 +1,7 @@
 """Run the fault injections of tests/test_reliability.py (on the synthetic task, in temporary
 directories) and print a markdown table: fault, expected behaviour, observed, pass/fail.
 
-    PYTHONPATH=$PWD python scripts/fault_check.py [-k EXPR]
+    PYTHONPATH=$PWD python docs/measurements/2026-11-22/fault_check.py [-k EXPR]
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # docs/measurements/2026-11-22/ -> the checkout
 
 # test function -> (fault injected, behaviour promised)
 FAULTS = {

@@ -1,7 +1,7 @@
 """Peak memory (RSS) of `seq2seq translate` on inputs of growing length, with a tiny model
 on the synthetic task: streamed translation should use the same memory for 10k or 1M lines.
 
-    PYTHONPATH=$PWD python scripts/stream_memory.py [--lines 10000 100000 1000000] [--run-dir DIR]
+    PYTHONPATH=$PWD python docs/measurements/2026-11-22/stream_memory.py [--lines 10000 100000 1000000] [--run-dir DIR]
 
 Each size runs in a fresh process (peak RSS is per process), reading a file and writing to
 /dev/null. The first row (0 lines) is the cost of loading the model and starting up.
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # docs/measurements/2026-11-22/ -> the checkout
 
 # A toy task: each source word has one target word, and the order is reversed.
 LEXICON = {"ka": "ALPHA", "lo": "BETA", "mi": "GAMMA", "nu": "DELTA", "pe": "EPS", "ri": "ZETA",

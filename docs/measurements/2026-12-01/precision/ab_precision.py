@@ -3,7 +3,7 @@
 model on the same Multi30k batches from the same weights, then (with --run) decoding a trained
 run's test set, greedy and beam 5, in alternating rounds so that machine drift hits both alike.
 
-    python scripts/ab_precision.py --config configs/bench_peer_lstm.yaml \
+    python docs/measurements/2026-12-01/precision/ab_precision.py --config configs/bench_peer_lstm.yaml \
         --tokenizer runs/multi30k_en_de/spm.joint.model --run runs/multi30k_en_de --rounds 3
 
 Prints per round and the medians: training target tok/s (EOS included) and decoding sentences/s,
@@ -17,10 +17,12 @@ import copy
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from update_loop import add_arguments, alternate, setup, update  # noqa: E402  (scripts/ is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "scripts"))  # docs/measurements/DATE/precision/ -> scripts/
+from update_loop import add_arguments, alternate, setup, update  # noqa: E402
 
 from seq2seq.data import read_lines  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402

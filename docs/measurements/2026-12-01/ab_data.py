@@ -3,7 +3,7 @@
 lists in memory (the data path before the store), side by side in one process: the same
 config, the same batches, the same start weights, alternating rounds.
 
-    python scripts/ab_data.py --config configs/multi30k_en_de.yaml --work /tmp/ab_data --rounds 5
+    python docs/measurements/2026-12-01/ab_data.py --config configs/multi30k_en_de.yaml --work /tmp/ab_data --rounds 5
 
 Prints target tok/s (EOS included) of each round, counting the time to build each batch and
 the update, and the median ratio store / lists.
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # docs/measurements/2026-12-01/ -> the checkout
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from update_loop import alternate  # noqa: E402  (scripts/ is on sys.path)
+from update_loop import alternate  # noqa: E402
 
 from seq2seq.config import load_config  # noqa: E402
 from seq2seq.data import ParallelData, epoch_batches, make_batch  # noqa: E402

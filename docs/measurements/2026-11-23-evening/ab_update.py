@@ -6,7 +6,7 @@ the same batches, alternating rounds, so that machine noise hits both alike.
   reference  the same update in plain PyTorch: F.cross_entropy and the unfused (per-parameter
              loop) Adam
 
-    python scripts/ab_update.py --config configs/bench_peer_lstm.yaml \
+    python docs/measurements/2026-11-23-evening/ab_update.py --config configs/bench_peer_lstm.yaml \
         --tokenizer runs/multi30k_en_de/spm.joint.model --batches 16 --rounds 3
 
 Each round starts both from the same weights; prints target tok/s (EOS included) per round and
@@ -18,11 +18,13 @@ import argparse
 import copy
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from update_loop import add_arguments, alternate, setup, update  # noqa: E402  (scripts/ is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))  # docs/measurements/DATE/ -> scripts/
+from update_loop import add_arguments, alternate, setup, update  # noqa: E402
 
 from seq2seq.start import build_optimizer  # noqa: E402
 from seq2seq.tokenizer import PAD  # noqa: E402

@@ -1,0 +1,174 @@
+"""Preparing the store: the training corpora streamed once, encoded and filtered (encode.py) and
+written in the store's format (format.py), so that training reads them pair by pair and its
+memory does not grow with the corpus.
+
+A store is written into a temporary directory and renamed when complete, so an interrupted
+prepare leaves nothing that a later run would trust; a store whose inputs changed (files,
+tokenizers, filters) has another fingerprint and is rebuilt. With data.cache_dir, runs with the
+same inputs share one store there.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from ..config import DataConfig
+from ..errors import TrainingError
+from ..tokenizer import Tokenizer
+from .batches import groups
+from .encode import Counts, Filters, encode_pairs, report
+from .format import META, STORE_VERSION, Store, Writer, id_type, len_type, read_meta, write_meta
+from .text import SkippedLines, corpus_files, corpus_name, stream_corpus
+
+log = logging.getLogger("seq2seq")
+
+CHUNK = 10_000  # pairs encoded at a time (and per task for data.num_workers)
+
+# The data.* settings that change what encode_pairs keeps (and how the files are read).
+SETTINGS = ("src_lang", "tgt_lang", "max_src_len", "max_tgt_len", "max_len_ratio", "drop_identical",
+            "src_prefix_tag", "skip_invalid_utf8")
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+
+
+def fingerprint(data: DataConfig, tokenizer_files: Sequence[Path]) -> dict:
+    """Everything the store's content depends on: the input files (path, size, modification
+    time), the tokenizer files' content and the settings that encode and filter."""
+    inputs = []
+    for corpus in data.train:
+        for name in corpus_files(data, corpus):
+            path = Path(name)
+            stat = path.stat() if path.exists() else None
+            inputs.append([str(path.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
+    return {"version": STORE_VERSION, "inputs": inputs,
+            "tokenizers": [_file_hash(Path(f)) for f in tokenizer_files],
+            "settings": {k: getattr(data, k) for k in SETTINGS}}
+
+
+def store_dir(data: DataConfig, prepared: Path, fp: dict) -> Path:
+    """`prepared` (the run's RunDir.prepared), or under data.cache_dir one directory per
+    fingerprint (runs share it)."""
+    if data.cache_dir is None:
+        return prepared
+    key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(data.cache_dir) / f"prepared-{key}"
+
+
+# Each worker process of data.num_workers loads the tokenizers once.
+_worker: dict = {}
+
+
+def _start_worker(files: tuple, filters: Filters) -> None:
+    (src_model, src_kept), (tgt_model, tgt_kept) = files
+    _worker.update(src=Tokenizer(src_model, src_kept), tgt=Tokenizer(tgt_model, tgt_kept), filters=filters)
+
+
+def _encode_in_worker(pairs: list[tuple[str, str]]):
+    return encode_pairs(pairs, _worker["src"], _worker["tgt"], _worker["filters"])
+
+
+def prepare_store(data: DataConfig, directory: Path, src_tok: Tokenizer, tgt_tok: Tokenizer, fp: dict, *,
+                  quiet: bool = False) -> Store:
+    """Stream every training corpus once, encode and filter it, and write the store into
+    `directory` (replacing what is there). Progress goes to the log (and a bar on a terminal)."""
+    filters = Filters.for_training(data)
+    id_code = id_type(max(len(src_tok), len(tgt_tok)))
+    len_code = len_type(max(data.max_src_len, data.max_tgt_len))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp{os.getpid()}"
+    for stale in directory.parent.glob(f".{directory.name}.tmp*"):  # left by a killed prepare
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    pool = None
+    try:
+        writer = Writer(tmp, id_code, len_code)
+        if data.num_workers > 1:
+            files = ((src_tok.path, src_tok.kept), (tgt_tok.path, tgt_tok.kept))
+            pool = multiprocessing.get_context("spawn").Pool(data.num_workers, _start_worker, (files, filters))
+        total, per_corpus = Counts(), []
+        show_bar = not quiet and sys.stderr.isatty()
+        start = time.perf_counter()
+        bar = tqdm(disable=not show_bar, unit=" pairs", desc="preparing", dynamic_ncols=True, leave=False)
+        for corpus in data.train:
+            counts, skipped = Counts(), SkippedLines()
+            chunks = groups(stream_corpus(data, corpus, skipped), CHUNK)
+            results = (pool.imap(_encode_in_worker, chunks) if pool is not None else
+                       (encode_pairs(chunk, src_tok, tgt_tok, filters) for chunk in chunks))
+            for src_ids, tgt_ids, chunk_counts in results:
+                writer.write("src", src_ids)
+                writer.write("tgt", tgt_ids)
+                counts.add(chunk_counts)
+                bar.update(chunk_counts.read)
+                read = total.read + counts.read
+                if read // 1_000_000 > (read - chunk_counts.read) // 1_000_000:
+                    log.info("prepare: %s pairs read (%.0f pairs/s)", f"{read:,}", read / (time.perf_counter() - start))
+            counts.invalid_utf8 = skipped.pairs
+            if skipped.pairs:
+                src_file, tgt_file = corpus_files(data, corpus)
+                log.warning("skipped %d pairs with invalid UTF-8 (%s: %d lines, %s: %d lines)", skipped.pairs,
+                            src_file, skipped.src, tgt_file, skipped.tgt)
+            report(counts, filters, corpus_name(data, corpus))
+            per_corpus.append({"prefix": corpus.path, **asdict(counts)})
+            total.add(counts)
+        bar.close()
+        writer.close()
+        write_meta(tmp, {"fingerprint": fp, "pairs": total.kept, "id_type": id_code, "len_type": len_code,
+                         "corpora": per_corpus, "counts": asdict(total)})
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+        seconds = time.perf_counter() - start
+        log.info("prepared %s of %s pairs into %s in %.0f s (%.0f pairs/s)", f"{total.kept:,}", f"{total.read:,}",
+                 directory, seconds, total.read / max(seconds, 1e-9))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TrainingError(f"{directory.parent}: the disk is full while writing the prepared store; free "
+                                f"space there or set data.cache_dir to a directory on a larger disk") from None
+        raise
+    finally:
+        if pool is not None:
+            pool.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Store.open(directory)
+
+
+def _stored_fingerprint(directory: Path) -> dict | None:
+    meta = read_meta(directory)
+    return meta.get("fingerprint") if meta is not None else None
+
+
+def open_or_prepare(data: DataConfig, prepared: Path, src_tok: Tokenizer, tgt_tok: Tokenizer,
+                    tokenizer_files: Sequence[Path], *, prepare: bool, quiet: bool = False) -> Store:
+    """The run's store (in `prepared`, the run's RunDir.prepared, or under data.cache_dir):
+    reused when its fingerprint matches, otherwise (re)built when `prepare` (the process that may
+    write; the others wait for it and then open what it wrote)."""
+    fp = fingerprint(data, tokenizer_files)
+    directory = store_dir(data, prepared, fp)
+    while not prepare and _stored_fingerprint(directory) != fp:
+        # Another process prepares it; polling the disk has no time limit, unlike a barrier.
+        time.sleep(1.0)
+    if (directory / META).is_file():
+        stored = _stored_fingerprint(directory)
+        if stored == fp:
+            store = Store.open(directory)
+            log.info("data: using the prepared store %s (%s pairs)", directory, f"{len(store):,}")
+            return store
+        if prepare:
+            changed = [k for k in fp if stored is None or stored.get(k) != fp[k]]
+            log.info("data: the prepared store %s is out of date (%s changed); preparing it again", directory,
+                     ", ".join(changed) or "format")
+    return prepare_store(data, directory, src_tok, tgt_tok, fp, quiet=quiet)

@@ -1,0 +1,171 @@
+"""seq2seq export: ONNX graphs that onnxruntime decodes exactly as PyTorch does, through the
+same search code; checksums; int8; the self-check."""
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import expected_translation, tiny_config_dict
+from seq2seq.config import config_from_dict
+from seq2seq.errors import CheckpointError, ExportError
+from seq2seq.rundir import open_run
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from seq2seq.export import export_run  # noqa: E402
+from seq2seq.onnx_model import OnnxModel, verify  # noqa: E402
+from seq2seq.search import translate_ids  # noqa: E402
+
+# Every cell x attention x input feeding x bidirectional the trainer builds; the layer count
+# alternates so that one and two layers are both covered.
+COMBOS = [(cell, attention, feeding, bidi, 1 + n % 2) for n, (cell, attention, feeding, bidi) in
+          enumerate(itertools.product(("lstm", "gru"), ("additive", "dot", "general"), (True, False), (True, False)))]
+
+
+def combo_id(combo) -> str:
+    cell, attention, feeding, bidi, layers = combo
+    return f"{cell}-{attention}-{'feed' if feeding else 'nofeed'}-{'bi' if bidi else 'uni'}-{layers}l"
+
+
+def train_combo(root: Path, data: Path, combo) -> Path:
+    """A tiny model of this architecture, trained briefly on the synthetic task."""
+    from seq2seq.trainer import train
+    cell, attention, feeding, bidi, layers = combo
+    enc_hidden = 16 if bidi else 32  # dot attention needs the encoder's output size = the decoder's
+    raw = tiny_config_dict(data, model={
+        "encoder": {"cell": cell, "emb_size": 16, "hidden_size": enc_hidden, "bidirectional": bidi,
+                    "num_layers": layers},
+        "decoder": {"cell": cell, "emb_size": 16, "hidden_size": 32, "attention": attention,
+                    "input_feeding": feeding, "num_layers": layers}},
+        training={"max_epochs": 1, "max_steps": 40})
+    run_dir = root / combo_id(combo)
+    train(config_from_dict(raw), run_dir, quiet=True)
+    return run_dir
+
+
+def both_ways(run_dir: Path, export_dir: Path, src_ids, **options):
+    pytorch = open_run(run_dir).model.eval().for_decoding()
+    onnx = OnnxModel(export_dir / "encoder.onnx", export_dir / "decoder_step.onnx", threads=1)
+    settings = dict(batch_size=7, alpha=1.0, max_len_ratio=1.5, max_len_offset=5, **options)
+    return translate_ids(pytorch, src_ids, **settings), translate_ids(onnx, src_ids, **settings)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=combo_id)
+def test_every_architecture_decodes_the_same_with_onnxruntime(combo, synthetic_dir, tmp_path):
+    run_dir = train_combo(tmp_path, synthetic_dir, combo)
+    manifest = export_run(run_dir, tmp_path / "export", page=False)
+    assert manifest["check"]["max_abs_difference"] <= manifest["check"]["tolerance"]
+    run = open_run(run_dir)
+    lines = (synthetic_dir / "test.src").read_text().splitlines()[:20]
+    src_ids = [run.src_tok.encode(line) for line in lines]
+    greedy_pt, greedy_onnx = both_ways(run_dir, tmp_path / "export", src_ids, beam_size=1)
+    assert [h[0].tokens for h in greedy_pt] == [h[0].tokens for h in greedy_onnx]
+    beam_pt, beam_onnx = both_ways(run_dir, tmp_path / "export", src_ids, beam_size=3, nbest=3)
+    assert [[h.tokens for h in hyps] for hyps in beam_pt] == [[h.tokens for h in hyps] for hyps in beam_onnx]
+    for a, b in zip(beam_pt, beam_onnx):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory) -> tuple[Path, Path]:
+    """The shared trained run (it has learned the task), exported in float32 and in int8."""
+    root = tmp_path_factory.mktemp("export")
+    export_run(trained_run, root / "fp32", page=False)
+    export_run(trained_run, root / "int8", quantize="int8", page=False)
+    return root / "fp32", root / "int8"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "seq2seq", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_int8_export_is_smaller_keeps_every_line_and_solves_the_task(exported, trained_run, synthetic_dir):
+    fp32, int8 = exported
+    size = lambda d, names=("encoder.onnx", "decoder_step.onnx"): sum((d / n).stat().st_size for n in names)  # noqa: E731
+    assert size(int8) < 0.5 * size(fp32)
+    assert json.loads((int8 / "manifest.json").read_text())["quantized"] == "int8"
+    run = open_run(trained_run)
+    lines = (synthetic_dir / "test.src").read_text().splitlines()
+    src_ids = [run.src_tok.encode(line) for line in lines]
+    onnx = OnnxModel(int8 / "encoder.onnx", int8 / "decoder_step.onnx", threads=1)
+    hyps = translate_ids(onnx, src_ids, beam_size=3, batch_size=16, alpha=1.0, max_len_ratio=1.5, max_len_offset=5)
+    assert len(hyps) == len(lines)
+    correct = sum(run.tgt_tok.decode(h[0].tokens) == expected_translation(line) for h, line in zip(hyps, lines))
+    assert correct >= 0.8 * len(lines)
+
+
+@pytest.mark.parametrize("damage", ["modify", "truncate", "delete"])
+def test_a_damaged_export_file_is_refused_by_name(exported, tmp_path, damage):
+    import shutil
+    folder = tmp_path / "copy"
+    shutil.copytree(exported[0], folder)
+    target = folder / "decoder_step.onnx"
+    data = target.read_bytes()
+    if damage == "modify":
+        target.write_bytes(data[:1000] + bytes([data[1000] ^ 1]) + data[1001:])
+    elif damage == "truncate":
+        target.write_bytes(data[:len(data) // 2])
+    else:
+        target.unlink()
+    with pytest.raises(CheckpointError, match="decoder_step.onnx"):
+        verify(folder)
+
+
+def test_export_into_a_folder_that_holds_other_files_is_refused(trained_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not an export folder"):
+        export_run(trained_run, tmp_path, page=False)
+
+
+def test_a_graph_that_disagrees_with_pytorch_fails_the_export(trained_run, tmp_path, monkeypatch):
+    import seq2seq.export as export
+    original = export.StepGraph.forward
+
+    def off_by_a_little(self, *inputs):
+        log_probs, *rest = original(self, *inputs)
+        return (log_probs + 0.01, *rest)
+
+    monkeypatch.setattr(export.StepGraph, "forward", off_by_a_little)
+    with pytest.raises(ExportError, match=r"differ from PyTorch by up to 0\.01"):
+        export_run(trained_run, tmp_path / "bad", page=False)
+
+
+def test_translate_and_serve_take_an_export_folder(exported, trained_run, synthetic_dir, tmp_path):
+    fp32, _ = exported
+    src = synthetic_dir / "test.src"
+    lines = src.read_text().splitlines()[:30]
+    (tmp_path / "in.txt").write_text("\n".join(lines[:20] + ["", "  ", "ka ¤ 漢字 lo"]) + "\n", encoding="utf-8")
+    outputs = {}
+    for name, model in (("run", trained_run), ("export", fp32)):
+        out = tmp_path / f"{name}.tsv"
+        proc = run_cli("translate", "--model", model, "--input", tmp_path / "in.txt", "--output", out,
+                       "--beam-size", "3", "--nbest", "2", "--scores", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        outputs[name] = [line.split("\t") for line in out.read_text(encoding="utf-8").splitlines()]
+    assert {int(r[0]) for r in outputs["export"]} == set(range(23))  # every input line is answered
+    assert [r[:2] + [r[3]] for r in outputs["export"]] == [r[:2] + [r[3]] for r in outputs["run"]]
+    assert [float(r[2]) for r in outputs["export"]] == pytest.approx([float(r[2]) for r in outputs["run"]], abs=1e-3)
+
+    from starlette.testclient import TestClient
+    from seq2seq.serve import Limits, Service, build_app
+    service = Service([str(fp32)], load_options={"device": "cpu"}, limits=Limits(), beam_size=None, max_batch=8,
+                      max_wait=0.002)
+    with TestClient(build_app(service)) as client:
+        assert service.loaded.wait(60)
+        got = client.post("/translate", json={"texts": lines[:5], "beam_size": 1}).json()["translations"]
+        from seq2seq.translator import Translator
+        assert got == Translator.load(trained_run, device="cpu").translate(lines[:5], beam_size=1)
+
+
+def test_export_options_that_do_not_apply_are_one_line_errors(exported, synthetic_dir):
+    proc = run_cli("translate", "--model", exported[0], "--input", synthetic_dir / "test.src", "--quantize", "int8")
+    assert proc.returncode == 2 and "seq2seq export --quantize int8" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
