@@ -66,7 +66,10 @@ class OnnxModel:
 
     def __init__(self, encoder_path, step_path, threads: int | None = None):
         self.encoder = session(encoder_path, threads)
-        self.decoder_step = session(step_path, threads)
+        # One thread for the step: its products are small, and onnxruntime's threads cost more
+        # to wake at every step than they save (greedy over test_2016_flickr with the default
+        # recipe's model: 494 sent/s on one thread, 258 on two; docs/measurements/2026-12-04).
+        self.decoder_step = session(step_path, 1)
         self.device = DEVICE
 
     def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[OnnxMemory, OnnxState]:
