@@ -174,7 +174,8 @@ def one_run(args, seed: int, n: int, mode: str, train_prefix: Path):
     budget = f"{args.minutes:g} min" if args.steps is None else f"{args.steps} updates"
     done = json.loads((run_dir / "budget.json").read_text()) if (run_dir / "budget.json").exists() else None
     if done is None:
-        run("train", "--config", str(config_file), "--run-dir", str(run_dir), "--quiet")
+        # No budget.json: a run that did not finish, started over.
+        run("train", "--config", str(config_file), "--run-dir", str(run_dir), "--overwrite", "--quiet")
         done = score(args, run_dir, threads)
         (run_dir / "budget.json").write_text(json.dumps(done) + "\n", encoding="utf-8")
     yield {**head, "budget": "budget", "budget_text": budget, **done}

@@ -148,6 +148,8 @@ def main() -> int:
             make_corpus(args.data, prefix, n)
         print(f"corpus of {n:,} pairs ready ({time.time() - t:.0f} s)", flush=True)
         run_dir = args.work / f"run{n}"
+        if run_dir.exists():  # a run of an earlier invocation: prepare and train are measured from scratch
+            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
         sets = [f"data.train={prefix}", *common]
         prep = run([*seq2seq, "prepare", "--config", str(CONFIG), "--run-dir", str(run_dir), "--quiet",
                     *[f"--set={s}" for s in sets]], env=env)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,30 @@ FORMAT_VERSION = 1
 DISK_FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}
 
 
-def atomic_write(path: str | Path, write) -> None:
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def write_failure(path: Path, error: BaseException, *, what: str, needed: int | None = None,
+                  change: str = "point --run-dir to a larger disk") -> str:
+    """One line for a failed write of `path`: the cause, what stayed intact, and what to free or
+    change. A full disk is recognised by its errno."""
+    previous = f"the previous {path.name} is intact" if path.exists() else f"there was no {path.name} yet"
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
+        free = shutil.disk_usage(path.absolute().parent).free if path.absolute().parent.exists() else 0
+        need = f"{what} needs about {_megabytes(needed)}, " if needed else ""
+        return (f"{path}: {DISK_FULL[error.errno]} (could not write {what}; {previous}). Free space on the "
+                f"filesystem of {path.absolute().parent} ({need}{_megabytes(free)} free) or {change}")
+    cause = error.strerror if isinstance(error, OSError) and error.strerror else str(error).strip()
+    cause = (cause.splitlines() or [type(error).__name__])[0][:200]
+    return (f"{path}: cannot write it ({cause}); {previous}. Check the filesystem of {path.absolute().parent} "
+            f"or {change}")
+
+
+def atomic_write(path: str | Path, write, *, what: str = "the checkpoint", needed: int | None = None) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: a crash leaves the old file intact.
-    A full disk is a TrainingError that says so and what to change, not a traceback."""
+    Whatever the OS or torch raises while writing is a one-line TrainingError naming the path and
+    what to free (`needed`: bytes the file takes, when known); the temporary file is removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -34,22 +56,48 @@ def atomic_write(path: str | Path, write) -> None:
             write(tmp)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())  # some filesystems (NFS, quotas) report a full disk only here
-        except OSError as e:
-            if e.errno not in DISK_FULL:
-                raise
-            previous = f"the previous {path.name} is intact" if path.exists() else f"there was no {path.name} yet"
-            raise TrainingError(f"{path}: {DISK_FULL[e.errno]} (could not write the checkpoint; {previous}). Free "
-                                f"space on the filesystem of {path.absolute().parent} or point --run-dir to a larger "
-                                f"disk") from None
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
+        except (OSError, RuntimeError) as e:
+            if tmp.exists():
+                tmp.unlink()  # first, so the message counts the space it took as free
+            raise TrainingError(write_failure(path, e, what=what, needed=needed)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class _Recording:
+    """A file that remembers the OSError of a failed write: torch's zip writer replaces it with a
+    RuntimeError of its own ("unexpected pos ..."), so a full disk would lose its errno."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors inside `value` (nested dicts and lists): about a checkpoint's size."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 # What --resume needs beyond the weights; averaging and weights-only checkpoints leave it out.
@@ -102,12 +150,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
 
     def write(tmp: Path) -> None:
-        # Through a Python file, not a path: torch's own writer turns a full disk into a
-        # RuntimeError without an errno ("unexpected pos ..."); Python's file keeps the OSError.
         with open(tmp, "wb") as f:
-            torch.save(data, f)
+            recording = _Recording(f)
+            try:
+                torch.save(data, recording)
+            except RuntimeError:
+                if recording.error is not None:
+                    raise recording.error from None  # the OS's reason, e.g. ENOSPC
+                raise
 
-    atomic_write(path, write)
+    atomic_write(path, write, needed=_tensor_bytes(data))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

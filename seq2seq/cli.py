@@ -5,11 +5,13 @@ import argparse
 import io
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from .data import groups, read_lines
-from .errors import ConfigError, DataError, DecodingError, Interrupted, UserError, is_out_of_memory, out_of_memory_message
+from .errors import (ConfigError, DataError, DecodingError, Interrupted, TrainingError, UserError, is_out_of_memory,
+                     out_of_memory_message)
 from .rundir import BEST
 
 log = logging.getLogger("seq2seq")
@@ -33,19 +35,47 @@ def _lines(stream):
         yield line[:-1] if line.endswith("\n") else line
 
 
+def _config_argument(args) -> str | None:
+    """The config given as `train CONFIG` or `train --config CONFIG` (not two different ones)."""
+    if args.config_file is not None and args.config is not None and args.config_file != args.config:
+        raise ConfigError(f"two configs given: {args.config_file} and --config {args.config}; give one")
+    return args.config if args.config is not None else args.config_file
+
+
+def _start_over(run, *, overwrite: bool, quiet: bool) -> None:
+    """Refuse a run directory that holds a run, unless --overwrite says to clear it."""
+    found = run.trained()
+    if not found:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for p in found)
+        raise TrainingError(f"{run}: holds a run ({names}); continue it with --resume, start over with --overwrite "
+                            f"(removes its checkpoints, logs, config and tokenizers), or give another --run-dir")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one process clears the directory
+        removed = run.clear()
+        if not quiet:
+            print(f"seq2seq train: --overwrite: removed from {run}: {', '.join(p.name for p in removed)}",
+                  file=sys.stderr)
+
+
 def cmd_train(args) -> int:
     from .rundir import RunDir
     from .start import load_run_config
     from .trainer import train
-    if args.config is None and not args.resume:
-        raise ConfigError("--config: a config file is needed (or --resume with --run-dir)")
+    config = _config_argument(args)
+    if config is None and not args.resume:
+        raise ConfigError("--config: a config file is needed (seq2seq train CONFIG, or --resume with --run-dir)")
+    if args.resume and args.overwrite:
+        raise TrainingError("--resume continues a run and --overwrite starts it over; give one of them")
     if args.run_dir is None:
-        if args.config is None:
+        if config is None:
             raise ConfigError("--run-dir: needed with --resume when no --config is given")
-        args.run_dir = str(RunDir.default_for(args.config))
+        args.run_dir = str(RunDir.default_for(config))
     # Resuming without --config keeps the run's own settings (its stopping limits included).
-    base = args.config if args.config is not None else RunDir(args.run_dir).config_file
+    base = config if config is not None else RunDir(args.run_dir).config_file
     cfg = load_run_config(base, args.set)
+    if not args.resume:
+        _start_over(RunDir(args.run_dir), overwrite=args.overwrite, quiet=args.quiet)
     from . import distributed
     try:
         train(cfg, args.run_dir, resume=args.resume, quiet=args.quiet)
@@ -58,6 +88,10 @@ def cmd_prepare(args) -> int:
     from .rundir import RunDir
     from .start import load_run_config, prepare
     run_dir = args.run_dir or str(RunDir.default_for(args.config))
+    found = RunDir(run_dir).trained()
+    if found:  # its tokenizers and config belong to that run
+        raise TrainingError(f"{run_dir}: holds a run ({', '.join(p.name for p in found)}); prepare is for a new run: "
+                            f"give another --run-dir (train --resume prepares what it needs itself)")
     store = prepare(load_run_config(args.config, args.set), run_dir, quiet=args.quiet)
     print(f"{store.directory}: {len(store):,} pairs")
     return 0
@@ -143,7 +177,7 @@ def cmd_serve(args) -> int:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise ConfigError("seq2seq serve needs the serve extra: pip install 'seq2seq[serve]'") from None
+        raise ConfigError("seq2seq serve needs the serve extra: pip install 'seq2seq-rnn[serve]'") from None
     from .onnx_model import is_export, verify
     from .rundir import RunDir
     from .serve import Limits, serve
@@ -155,12 +189,19 @@ def cmd_serve(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     if args.beam_size is not None and not 1 <= args.beam_size <= args.max_beam:
         raise DecodingError(f"--beam-size: must be from 1 to --max-beam ({args.max_beam})")
+    for name in ("max_batch", "max_sentences", "max_chars", "max_body_kb", "max_beam", "max_nbest", "max_queue"):
+        if getattr(args, name) < 1:
+            raise DecodingError(f"--{name.replace('_', '-')}: must be at least 1")
+    for name in ("max_wait_ms", "max_queue_wait", "timeout"):
+        if not 0 <= getattr(args, name) < float("inf"):
+            raise DecodingError(f"--{name.replace('_', '-')}: must be a number of at least 0")
     limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_sentences=args.max_sentences,
                     max_chars=args.max_chars, max_beam=args.max_beam, max_nbest=args.max_nbest)
     load_options = dict(device=args.device, checkpoint=args.checkpoint, quantize=args.quantize,
                         precision=args.precision)
     serve(args.model, host=args.host, port=args.port, load_options=load_options, limits=limits,
           beam_size=args.beam_size, max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
+          max_queue=args.max_queue, max_queue_wait=args.max_queue_wait or None, timeout=args.timeout or None,
           access_log=args.access_log)
     return 0
 
@@ -245,15 +286,21 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent neural machine translation.")
+    parser.add_argument("--version", action="version", version=f"seq2seq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML experiment config (or --config)")
     p.add_argument("--config", help="YAML experiment config")
     p.add_argument("--run-dir", help="where checkpoints, tokenizers and logs go (default: runs/CONFIG_NAME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set training.lr=3e-4 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a RUN_DIR that holds a run: removes its checkpoints, logs, metrics, config "
+                        "and tokenizers (the prepared store stays, and is rebuilt if its inputs changed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or console log (train.log is still written)")
     p.set_defaults(func=cmd_train)
 
@@ -294,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-kb", type=int, default=1024, help="largest request body in KiB (default: 1024)")
     p.add_argument("--max-beam", type=int, default=16, help="largest beam a request may ask for (default: 16)")
     p.add_argument("--max-nbest", type=int, default=8, help="largest n-best list a request may ask for (default: 8)")
+    p.add_argument("--max-queue", type=int, default=256, metavar="SENTENCES",
+                   help="most sentences waiting to be decoded; a request beyond them gets 503 with Retry-After "
+                        "at once (default: 256)")
+    p.add_argument("--max-queue-wait", type=float, default=10.0, metavar="SECONDS",
+                   help="refuse (503, Retry-After) a request that would wait longer than this for the work queued "
+                        "before it, by the measured decoding speed; 0: no bound (default: 10)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="a request not answered within this gets 504 and its work is dropped; 0: no limit "
+                        "(default: 30)")
     p.add_argument("--access-log", action="store_true", help="log every request on the console")
     p.set_defaults(func=cmd_serve)
 

@@ -19,6 +19,12 @@ import yaml
 
 from .errors import ConfigError
 
+# Upper bounds of numeric keys: what the libraries behind them accept, with room to spare.
+COUNT_MAX = 2**31 - 1           # counts and sizes: torch and the store keep them as int32 or int64
+SIZE_MAX = 65_536               # units of one layer: a 65,536-unit LSTM already has 34G weights
+SEED_MAX = 2**32 - 1            # the seed is combined with ranks and steps below torch's 2**64 limit
+# SentencePiece parses vocab_size as an int32, and its unigram trainer works with 1.1 * vocab_size.
+SPM_VOCAB_MAX = 1_952_257_860
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
          min_exclusive: bool = False, shorthand: str | None = None) -> Any:
@@ -35,7 +41,7 @@ class TrainCorpus:
     """One training corpus: its files and its share of each epoch."""
     path: str = _opt("", "path prefix of the corpus files (PATH.SRC_LANG, PATH.TGT_LANG)")
     weight: float = _opt(1.0, "share of each epoch's pairs drawn from this corpus, relative to the others",
-                         min=0.0, min_exclusive=True)
+                         min=0.0, max=1e6, min_exclusive=True)
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,17 @@ class DataConfig:
         "path prefix `train: PREFIX` is short for one corpus", shorthand="path")
     valid: str = _opt("data/multi30k/val", "path prefix of the validation files")
     test: Optional[str] = _opt("data/multi30k/test_2016_flickr", "path prefix of a test set (used by scripts), or null")
-    max_src_len: int = _opt(100, "training pairs whose source has more pieces are dropped (and counted)", min=1)
-    max_tgt_len: int = _opt(100, "training pairs whose target has more pieces are dropped (and counted)", min=1)
+    max_src_len: int = _opt(100, "training pairs whose source has more pieces are dropped (and counted)", min=1,
+                          max=COUNT_MAX)
+    max_tgt_len: int = _opt(100, "training pairs whose target has more pieces are dropped (and counted)", min=1,
+                          max=COUNT_MAX)
     max_len_ratio: Optional[float] = _opt(None, "training pairs whose longer side has more than this many times "
                                           "the pieces of the shorter are dropped (and counted); null: no limit",
-                                          min=1.0)
+                                          min=1.0, max=1e6)
     drop_identical: bool = _opt(True, "drop (and count) training pairs whose source is identical to their target")
     skip_invalid_utf8: bool = _opt(False, "skip (and count) lines that are not UTF-8 instead of stopping")
-    num_workers: int = _opt(1, "processes that encode the training corpora when preparing the store", min=1)
+    num_workers: int = _opt(1, "processes that encode the training corpora when preparing the store", min=1,
+                           max=1024)
     cache_dir: Optional[str] = _opt(None, "where prepared stores go, one per set of inputs, shared by every run "
                                     "that uses the same data and tokenizers (null: RUN_DIR/prepared)")
     src_prefix_tag: bool = _opt(False, "start every source with the target-language tag <2TGT_LANG> (one "
@@ -66,11 +75,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class TokenizerConfig:
     joint: bool = _opt(True, "one SentencePiece model over both languages (needed for share_embeddings)")
-    vocab_size: int = _opt(8000, "pieces per SentencePiece model", min=8)
+    vocab_size: int = _opt(8000, "pieces per SentencePiece model", min=8, max=SPM_VOCAB_MAX)
     model_type: Literal["bpe", "unigram"] = _opt("bpe", "SentencePiece algorithm")
     character_coverage: float = _opt(1.0, "share of characters the model must cover", min=0.9, max=1.0)
     sample_size: int = _opt(1_000_000, "SentencePiece trains on at most this many training pairs, a seeded "
-                            "sample drawn while streaming the corpora (all of them when fewer)", min=1)
+                            "sample drawn while streaming the corpora (all of them when fewer)", min=1,
+                            max=COUNT_MAX)
     drop_unseen: bool = _opt(False, "each side's vocabulary keeps only the pieces its training text uses "
                              "(as OpenNMT-py builds vocabularies): smaller embeddings and output layer; "
                              "other pieces are spelled out in characters")
@@ -79,9 +89,10 @@ class TokenizerConfig:
 @dataclass(frozen=True)
 class EncoderConfig:
     cell: Literal["lstm", "gru"] = _opt("lstm", "recurrent cell")
-    emb_size: int = _opt(256, "source embedding size", min=1)
-    hidden_size: int = _opt(256, "units per direction (a bidirectional encoder outputs 2 * hidden_size)", min=1)
-    num_layers: int = _opt(1, "stacked recurrent layers", min=1)
+    emb_size: int = _opt(256, "source embedding size", min=1, max=SIZE_MAX)
+    hidden_size: int = _opt(256, "units per direction (a bidirectional encoder outputs 2 * hidden_size)", min=1,
+                            max=SIZE_MAX)
+    num_layers: int = _opt(1, "stacked recurrent layers", min=1, max=1000)
     bidirectional: bool = _opt(True, "read the source in both directions")
     dropout: float = _opt(0.3, "dropout on embeddings, between layers and on the outputs", min=0.0, max=1.0)
 
@@ -89,9 +100,10 @@ class EncoderConfig:
 @dataclass(frozen=True)
 class DecoderConfig:
     cell: Literal["lstm", "gru"] = _opt("lstm", "recurrent cell")
-    emb_size: int = _opt(256, "target embedding size", min=1)
-    hidden_size: int = _opt(512, "decoder units (also the size of the attentional vector)", min=1)
-    num_layers: int = _opt(1, "stacked recurrent layers", min=1)
+    emb_size: int = _opt(256, "target embedding size", min=1, max=SIZE_MAX)
+    hidden_size: int = _opt(512, "decoder units (also the size of the attentional vector)", min=1,
+                            max=SIZE_MAX)
+    num_layers: int = _opt(1, "stacked recurrent layers", min=1, max=1000)
     attention: Literal["additive", "dot", "general"] = _opt(
         "additive", "additive (Bahdanau/MLP), dot or general (Luong)")
     input_feeding: bool = _opt(True, "feed the previous attentional vector into the next step")
@@ -114,42 +126,53 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    seed: int = _opt(1, "seed for initialisation, shuffling and dropout")
+    seed: int = _opt(1, "seed for initialisation, shuffling and dropout", min=0, max=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto picks CUDA when present")
-    num_threads: Optional[int] = _opt(None, "CPU threads for torch (null: torch's default)", min=1)
+    num_threads: Optional[int] = _opt(None, "CPU threads for torch (null: torch's default)", min=1,
+                                    max=1024)
     optimizer: Literal["adam", "adamw", "sgd"] = _opt("adam", "optimizer")
-    lr: float = _opt(1e-3, "learning rate", min=0.0, min_exclusive=True)
+    lr: float = _opt(1e-3, "learning rate", min=0.0, max=1e3, min_exclusive=True)
     betas: list = _opt([0.9, 0.999], "Adam/AdamW betas")
     momentum: float = _opt(0.9, "SGD momentum", min=0.0, max=1.0)
-    weight_decay: float = _opt(0.0, "L2 penalty (decoupled for adamw)", min=0.0)
+    weight_decay: float = _opt(0.0, "L2 penalty (decoupled for adamw)", min=0.0, max=1e3)
     clip_norm: Optional[float] = _opt(1.0, "gradient-norm clipping threshold, or null for none", min=0.0,
-                                      min_exclusive=True)
+                                      max=1e9, min_exclusive=True)
     loss_normalization: Literal["tokens", "sentences"] = _opt(
         "tokens", "divide the summed loss of a batch by its target tokens or by its sentences")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", min=0.0, max=1.0)
     scheduler: Literal["constant", "plateau"] = _opt("constant", "learning-rate schedule")
     plateau_factor: float = _opt(0.5, "plateau: multiply the rate by this on a plateau", min=0.0, max=1.0,
                                  min_exclusive=True)
-    plateau_patience: int = _opt(2, "plateau: validations without improvement before decaying", min=0)
-    min_lr: float = _opt(1e-6, "plateau: lower bound of the rate", min=0.0)
+    plateau_patience: int = _opt(2, "plateau: validations without improvement before decaying", min=0,
+                               max=COUNT_MAX)
+    min_lr: float = _opt(1e-6, "plateau: lower bound of the rate", min=0.0, max=1e3)
     batch_tokens: Optional[int] = _opt(None, "token budget per batch: sentences * longest side (null: no budget)",
-                                       min=1)
-    batch_size: Optional[int] = _opt(64, "maximum sentences per batch (null: only the token budget)", min=1)
-    accum_steps: int = _opt(1, "batches whose gradients are summed into one update", min=1)
-    max_epochs: int = _opt(30, "stop after this many epochs", min=1)
-    max_steps: Optional[int] = _opt(None, "stop after this many updates (null: no limit)", min=1)
+                                       min=1, max=COUNT_MAX)
+    batch_size: Optional[int] = _opt(64, "maximum sentences per batch (null: only the token budget)", min=1,
+                                     max=COUNT_MAX)
+    accum_steps: int = _opt(1, "batches whose gradients are summed into one update", min=1,
+                           max=COUNT_MAX)
+    max_epochs: int = _opt(30, "stop after this many epochs", min=1, max=COUNT_MAX)
+    max_steps: Optional[int] = _opt(None, "stop after this many updates (null: no limit)", min=1,
+                                     max=COUNT_MAX)
     max_minutes: Optional[float] = _opt(None, "stop after this many minutes of training, validation not counted (null: no limit)", min=0.0,
-                                        min_exclusive=True)
-    valid_every: int = _opt(1000, "validate every N updates (and at the end of each epoch)", min=1)
+                                        max=1e7, min_exclusive=True)
+    valid_every: int = _opt(1000, "validate every N updates (and at the end of each epoch)", min=1,
+                           max=COUNT_MAX)
     valid_at_epoch_end: bool = _opt(True, "also validate at the end of each epoch")
-    log_every: int = _opt(100, "write a training line to train.log every N updates", min=1)
+    log_every: int = _opt(100, "write a training line to train.log every N updates", min=1,
+                         max=COUNT_MAX)
     save_every_minutes: Optional[float] = _opt(
         10.0, "also write last.pt after this many minutes of training (validation not counted) since it was "
-        "last written, so a killed run loses at most that much (null: off)", min=0.0, min_exclusive=True)
-    save_every_steps: Optional[int] = _opt(None, "also write last.pt every N updates (null: off)", min=1)
+        "last written, so a killed run loses at most that much (null: off)", min=0.0, max=1e7,
+        min_exclusive=True)
+    save_every_steps: Optional[int] = _opt(None, "also write last.pt every N updates (null: off)", min=1,
+                                            max=COUNT_MAX)
     early_stop_metric: Literal["bleu", "chrf", "loss"] = _opt("bleu", "validation metric for best/early stopping")
-    patience: Optional[int] = _opt(10, "stop after N validations without improvement (null: never)", min=1)
-    keep_best: int = _opt(3, "how many best checkpoints to keep besides best.pt and last.pt", min=0)
+    patience: Optional[int] = _opt(10, "stop after N validations without improvement (null: never)", min=1,
+                                   max=COUNT_MAX)
+    keep_best: int = _opt(3, "how many best checkpoints to keep besides best.pt and last.pt", min=0,
+                         max=COUNT_MAX)
     tensorboard: bool = _opt(False, "also log to RUN_DIR/tensorboard (needs the tensorboard package)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
         "fp32", "float type of the matrix products: fp32; bf16 or fp16 (mixed precision: weights, optimizer "
@@ -159,14 +182,14 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    beam_size: int = _opt(5, "beam width for translate (1 is greedy)", min=1)
-    valid_beam_size: int = _opt(1, "beam width used for validation BLEU (1 is greedy)", min=1)
+    beam_size: int = _opt(5, "beam width for translate (1 is greedy)", min=1, max=1000)
+    valid_beam_size: int = _opt(1, "beam width used for validation BLEU (1 is greedy)", min=1, max=1000)
     length_penalty: float = _opt(1.0, "GNMT length-penalty exponent alpha (0 ranks by raw log-probability)",
-                                 min=0.0)
+                                 min=0.0, max=100.0)
     max_len_ratio: float = _opt(2.0, "output pieces at most max_len_ratio * source pieces + max_len_offset",
-                                min=0.0)
-    max_len_offset: int = _opt(10, "see max_len_ratio", min=1)
-    batch_size: int = _opt(64, "sentences per decoding batch", min=1)
+                                min=0.0, max=1000.0)
+    max_len_offset: int = _opt(10, "see max_len_ratio", min=1, max=100_000)
+    batch_size: int = _opt(64, "sentences per decoding batch", min=1, max=COUNT_MAX)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
         "fp32", "float type of decoding's matrix products (translate --precision; see training.precision)")
 
@@ -186,10 +209,11 @@ class FinetuneConfig:
         "the parent's training data (more pieces carry over; the parent's data files must exist)")
     transfer_parent_pairs: Optional[int] = _opt(
         None, "transfer_joint_with_parent: how many of the parent's pairs join the new data (null: as many "
-        "as the new data has); more make the new vocabulary closer to the parent's", min=1)
+        "as the new data has); more make the new vocabulary closer to the parent's", min=1,
+        max=COUNT_MAX)
     max_unknown_chars: int = _opt(
         0, "keep, keep_source, keep_target: stop when more distinct characters of the new data than this "
-        "are unknown to the parent's tokenizer of a kept side", min=0)
+        "are unknown to the parent's tokenizer of a kept side", min=0, max=COUNT_MAX)
     checkpoint: str = _opt("best.pt", "checkpoint file inside the parent run whose weights start this run")
     reset_optimizer: bool = _opt(True, "fresh optimizer state (false: continue the parent's, from its last.pt)")
     reset_schedule: bool = _opt(True, "start at training.lr with a fresh schedule (false: continue the parent's "
@@ -204,7 +228,7 @@ class FinetuneConfig:
         "tokenizer cuts its text into (when it pays: docs/finetuning.md)")
     warmup_steps: int = _opt(
         0, "train only the embeddings and output layer for this many updates, then everything (freeze still "
-        "holds); needs reset_step: true", min=0)
+        "holds); needs reset_step: true", min=0, max=COUNT_MAX)
 
 
 @dataclass(frozen=True)
@@ -387,10 +411,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = key.strip().split(".")
     if not all(keys):
         raise ConfigError(f"--set {text!r}: empty key in {key!r}")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{key}: value {value!r} is not valid YAML ({e.__class__.__name__})") from None
+    parsed = parse_yaml(value, "--set", key=key.strip()) if value.strip() else None
     return keys, parsed
 
 
@@ -420,6 +441,62 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def parse_yaml(text: str, source: str, *, key: str = "") -> Any:
+    """YAML `text` read safely. A syntax error or a repeated key is a one-line ConfigError: for a
+    file (`source`) with its line and column, for a --set value with its `key`; a repeated key
+    also names its dotted path."""
+    def where(mark) -> str:
+        if key:
+            return f"{key}: value {text!r}"
+        return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _first_duplicate(node, key)
+        if duplicate is not None:
+            path, mark, first_line = duplicate
+            raise ConfigError(f"{where(mark)}: {path}: duplicate key (first at line {first_line})")
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        problem = " ".join(str(e.problem or e.context or type(e).__name__).split())
+        raise ConfigError(f"{where(mark)}: not valid YAML ({problem})") from None
+    except yaml.reader.ReaderError as e:
+        raise ConfigError(f"{where(None)}: not valid YAML (character #x{e.character:04x} at position "
+                          f"{e.position} is not allowed)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where(None)}: not valid YAML ({' '.join(str(e).split())})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _first_duplicate(node: yaml.Node, path: str) -> tuple[str, Any, int] | None:
+    """The first key given twice in one mapping (YAML would silently keep the last): its dotted
+    path, its position and the line of its first occurrence."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            key_path = f"{path}.{name}" if path else name
+            if isinstance(key, yaml.ScalarNode) and name in first:
+                return key_path, key.start_mark, first[name]
+            first[name] = key.start_mark.line + 1
+            found = _first_duplicate(value, key_path)
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _first_duplicate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
@@ -430,10 +507,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config ({e})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = parse_yaml(text, str(path))
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -3,9 +3,12 @@
 The decoder never keeps state inside the module: a step takes a DecoderState and returns a
 new one, and search reorders states with `select`. Teacher-forced training computes
 everything that does not depend on the recurrence (embeddings and their share of the first
-layer's gates, the output layer) for all positions at once, and runs the per-step products
-through recurrence.StepLinear. Decoding runs the same cell and attention functions
-(`lstm_layers`, `gru_layers`, `attentional_vector`) from its own object, decoding.DecodingModel.
+layer's gates, the output layer, the attentional vectors' dropout masks) for all positions at
+once, and runs each step in few operators: the products through recurrence.StepLinear, each
+cell as one autograd node (a fused kernel on CUDA), the attention as one node
+(attention.StepAttention). Decoding runs the same cell and attention functions (`lstm_layers`,
+`gru_layers`, `attentional_vector`) from its own object, decoding.DecodingModel, with the plain
+maths an export traces.
 """
 from __future__ import annotations
 
@@ -16,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import build_attention
+from .attention import StepAttention, build_attention
 from .encoder import EncoderOutput
-from .recurrence import StepLinear
+from .recurrence import StepLinear, gru_cell, lstm_cell
 from .tokenizer import PAD
 
 # The per-step products of one layer by name (see Decoder.step_weights): a StepLinear when
@@ -53,57 +56,57 @@ class DecoderState:
 # -- the maths of one step, shared by training and decoding -----------------------------------
 
 def lstm_layers(emb_gates: torch.Tensor, state: DecoderState, layers: Sequence[Products], *,
-                dropout: Callable) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+                dropout: Callable, train: bool) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
     """LSTM layers of one step from the embedding's gates (batch, 4 * hidden): new h and c per
-    layer, each (batch, hidden). A layer's one product "gates" takes [input, h]."""
+    layer, each (batch, hidden). A layer's one product "gates" takes [input, h]. `train`: the
+    cells' own backward pass (recurrence.lstm_cell)."""
     new_h, new_c = [], []
     for layer, products in enumerate(layers):
         x = state.feed if layer == 0 else dropout(new_h[-1])  # feed is None without input feeding
         h_prev = state.h[layer]
         gates = products["gates"](h_prev if x is None else torch.cat([x, h_prev], dim=-1))
-        if layer == 0:
-            gates = gates + emb_gates
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * state.c[layer] + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h, c = lstm_cell(gates, emb_gates if layer == 0 else None, state.c[layer], train=train)
         new_h.append(h)
         new_c.append(c)
     return tuple(new_h), tuple(new_c)
 
 
 def gru_layers(emb_gates: torch.Tensor, state: DecoderState, layers: Sequence[Products], *,
-               dropout: Callable) -> tuple[tuple[torch.Tensor, ...], None]:
+               dropout: Callable, train: bool) -> tuple[tuple[torch.Tensor, ...], None]:
     """GRU layers of one step from the embedding's gates (batch, 3 * hidden): new h per layer
     (batch, hidden) and no c. A layer's products: "input" (absent for the first layer without
-    input feeding) and "hidden"."""
+    input feeding) and "hidden". `train` as for lstm_layers."""
     new_h = []
     for layer, products in enumerate(layers):
         x = state.feed if layer == 0 else dropout(new_h[-1])  # feed is None without input feeding
-        h_prev = state.h[layer]
-        gi = emb_gates if layer == 0 else 0
-        if x is not None:
-            gi = gi + products["input"](x)
-        gh = products["hidden"](h_prev)
-        i_r, i_z, i_n = gi.chunk(3, dim=-1)
-        h_r, h_z, h_n = gh.chunk(3, dim=-1)
-        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        # lerp wants one dtype; under autocast the state may still be float32
-        new_h.append(torch.lerp(n, h_prev.to(n.dtype), z.to(n.dtype)))
+        if x is None:
+            gi = emb_gates
+        else:
+            gi = products["input"](x) if layer > 0 else emb_gates + products["input"](x)
+        new_h.append(gru_cell(gi, products["hidden"](state.h[layer]), state.h[layer], train=train))
     return tuple(new_h), None
 
 
 CELL_LAYERS = {"lstm": lstm_layers, "gru": gru_layers}
 
 
-def attentional_vector(query: torch.Tensor, memory: Memory, *, attention: nn.Module,
-                       project: Optional[Callable], combine: Callable,
-                       dropout: Callable) -> tuple[torch.Tensor, torch.Tensor]:
+def attentional_vector(query: torch.Tensor, memory: Memory, *, attend: Callable, project: Optional[Callable],
+                       combine: Callable, dropout: Callable) -> tuple[torch.Tensor, torch.Tensor]:
     """Top layer's h (batch, hidden) -> attentional vector (batch, hidden), attention (batch, src_len).
-    `project` is the attention's query projection (None for dot and general attention)."""
+    `project` is the attention's query projection (None for dot and general attention); `attend`
+    (query, projected, memory) gives [query; context] and the weights (see `attend_with`)."""
     projected = project(query) if project is not None else query
-    context, weights = attention.attend(projected, memory.keys, memory.states, memory.mask)
-    return dropout(torch.tanh(combine(torch.cat([query, context], dim=-1)))), weights
+    joined, weights = attend(query, projected, memory)  # (batch, hidden + memory_size)
+    return dropout(torch.tanh(combine(joined))), weights
+
+
+def attend_with(attention: nn.Module) -> Callable:
+    """The attention step through the module's own `attend`, as decoding runs it:
+    (query, projected, memory) -> [query; context], weights."""
+    def attend(query: torch.Tensor, projected: torch.Tensor, memory: Memory) -> tuple[torch.Tensor, torch.Tensor]:
+        context, weights = attention.attend(projected, memory.keys, memory.states, memory.mask)
+        return torch.cat([query, context], dim=-1), weights
+    return attend
 
 
 def initial_state(enc: EncoderOutput, *, bridge_h: Optional[nn.Module], bridge_c: Optional[nn.Module],
@@ -194,31 +197,40 @@ class Decoder(nn.Module):
         bias = self.embed_bias()
         return F.linear(emb, self.cells[0].weight_ih[:, :self.emb_size], bias)
 
-    def _step_ops(self) -> "_StepOps":
-        """The per-step matrix products of one forward pass (see recurrence.StepLinear)."""
+    def _step_ops(self, memory: Memory) -> "_StepOps":
+        """The per-step products and attention of one forward pass over `memory` (see
+        recurrence.StepLinear and attention.StepAttention)."""
         query_proj = getattr(self.attention, "query_proj", None)
         layers = [{name: StepLinear(*pair) for name, pair in products.items()} for products in self.step_weights()]
+        step_attention = StepAttention(self.attention, memory.keys, memory.states, memory.mask)
         return _StepOps(layers=layers, query=StepLinear(query_proj.weight) if query_proj is not None else None,
-                        combine=StepLinear(self.combine.weight, self.combine.bias))
+                        combine=StepLinear(self.combine.weight, self.combine.bias),
+                        attend=lambda query, projected, _: step_attention(query, projected))
 
-    def _advance(self, emb_gates: torch.Tensor, state: DecoderState, memory: Memory,
-                 ops: "_StepOps") -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+    def _advance(self, emb_gates: torch.Tensor, state: DecoderState, memory: Memory, ops: "_StepOps",
+                 keep: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One step from precomputed embedding gates (batch, gates * hidden): attentional vector
-        (batch, hidden), new state, attention (batch, src_len)."""
-        h, c = self.cell_layers(emb_gates, state, ops.layers, dropout=self.dropout)
-        att, weights = attentional_vector(h[-1], memory, attention=self.attention, project=ops.query,
-                                          combine=ops.combine, dropout=self.dropout)
+        (batch, hidden), new state, attention (batch, src_len). `keep`: this step's dropout mask
+        (batch, hidden) of the attentional vector, drawn beforehand (None: self.dropout)."""
+        h, c = self.cell_layers(emb_gates, state, ops.layers, dropout=self.dropout, train=True)
+        att, weights = attentional_vector(h[-1], memory, attend=ops.attend, project=ops.query, combine=ops.combine,
+                                          dropout=self.dropout if keep is None else keep.mul)
         return att, DecoderState(h, c, att if self.input_feeding else None), weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
         """Teacher forcing: tgt_in (batch, tgt_len) -> logits (batch, tgt_len, vocab)."""
         emb_gates = self._embed_gates(tgt_in)  # (batch, tgt_len, gates * hidden), all steps at once
-        ops = self._step_ops()
+        ops = self._step_ops(memory)
+        steps = emb_gates.unbind(1)
+        # The attentional vectors' dropout masks of all steps in one draw, not one at every step.
+        keep = [None] * len(steps)
+        if self.training and self.dropout.p > 0:
+            keep = self.dropout(emb_gates.new_ones(len(steps), tgt_in.size(0), self.hidden_size)).unbind(0)
         outputs = []
         # unbind, not emb_gates[:, t]: the backward of each indexing would zero-fill a buffer of
         # all steps' size at every step; unbind's backward stacks the step gradients once.
-        for gates in emb_gates.unbind(1):
-            att, state, _ = self._advance(gates, state, memory, ops)
+        for gates, mask in zip(steps, keep):
+            att, state, _ = self._advance(gates, state, memory, ops, mask)
             outputs.append(att)
         return self.output(torch.stack(outputs, dim=1))  # one projection for all steps
 
@@ -228,3 +240,4 @@ class _StepOps:
     layers: list[dict[str, StepLinear]]  # per layer, its products by name (see Decoder.step_weights)
     query: Optional[StepLinear]          # the attention's query projection, None without one
     combine: StepLinear
+    attend: Callable                     # (query, projected, memory) -> [query; context], weights

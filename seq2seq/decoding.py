@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder import CELL_LAYERS, Decoder, DecoderState, Memory, attentional_vector, initial_state
+from .decoder import (CELL_LAYERS, Decoder, DecoderState, Memory, attend_with, attentional_vector,
+                      initial_state)
 from .encoder import Encoder
 
 
@@ -69,8 +70,8 @@ class DecodingModel(nn.Module):
         """prev (batch,) last pieces -> log-probs (batch, vocab), new state, attention (batch, src_len)."""
         emb = self.embed(prev)  # (batch, emb)
         emb_gates = F.linear(emb, self.first_weight_ih[:, :self.emb_size], self.embed_bias)  # (batch, gates * hidden)
-        h, c = self.cell_layers(emb_gates, state, self.products, dropout=_no_dropout)
-        att, weights = attentional_vector(h[-1], memory, attention=self.attention,
+        h, c = self.cell_layers(emb_gates, state, self.products, dropout=_no_dropout, train=False)
+        att, weights = attentional_vector(h[-1], memory, attend=attend_with(self.attention),
                                           project=getattr(self.attention, "query_proj", None),
                                           combine=self.combine, dropout=_no_dropout)  # (batch, hidden)
         new_state = DecoderState(h, c, att if self.input_feeding else None)

@@ -19,7 +19,7 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (batch, tgt_len, vocab)."""
-        enc = self.encoder(src, src_lengths)
+        enc = self.encoder.train_pass(src, src_lengths)
         memory, state = self.decoder.make_memory(enc), self.decoder.init_state(enc)
         return self.decoder(tgt_in, state, memory)
 

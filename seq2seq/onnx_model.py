@@ -49,8 +49,8 @@ def session(path, threads: int | None = None):
     try:
         import onnxruntime as ort
     except ImportError:
-        raise CheckpointError("decoding an exported model needs onnxruntime: pip install onnxruntime "
-                              "(or this project's 'onnx' extra)") from None
+        raise CheckpointError("decoding an exported model needs onnxruntime: pip install 'seq2seq-rnn[onnx]' "
+                              "(or pip install onnxruntime)") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads() or os.cpu_count() or 1
     options.inter_op_num_threads = 1

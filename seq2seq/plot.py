@@ -1,6 +1,6 @@
 """Pictures of a run: learning curves from metrics.jsonl and attention heatmaps.
 
-matplotlib is an optional extra (`pip install seq2seq[plot]`); it is imported only when a
+matplotlib is an optional extra (`pip install 'seq2seq-rnn[plot]'`); it is imported only when a
 picture is drawn, with the file-only Agg backend so no display is needed.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise PlotError("plotting needs matplotlib: pip install 'seq2seq[plot]' (or pip install matplotlib)") from None
+        raise PlotError("plotting needs matplotlib: pip install 'seq2seq-rnn[plot]' (or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

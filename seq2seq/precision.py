@@ -53,3 +53,12 @@ def grad_scaler(precision: str, device: torch.device):
     if precision != "fp16":
         return None
     return torch.amp.GradScaler(device.type)
+
+
+def rnn_dtype(device: torch.device) -> torch.dtype | None:
+    """The type torch's fused RNN modules must run in on `device` under the autocast now in force,
+    outside autocast; None: autocast's own choice is right. On CUDA autocast runs cuDNN RNNs in
+    fp16 whatever type it was asked for, and bf16 trains without a loss scaler, so fp16's small
+    gradients would underflow unseen: under bf16 the RNN runs in float32 instead."""
+    on = device.type == "cuda" and torch.is_autocast_enabled("cuda")
+    return torch.float32 if on and torch.get_autocast_dtype("cuda") != torch.float16 else None

@@ -4,6 +4,7 @@ A run directory holds everything a trained model needs and everything its traini
 
     config.yaml                 the resolved config (also stored in every checkpoint)
     spm.joint.model             the SentencePiece model, or spm.SRC.model and spm.TGT.model
+    spm.settings.json           what they were trained from: settings, training files' sizes and times
     vocab.source.txt, .target   the pieces each side keeps (tokenizer.drop_unseen, absent otherwise)
     best.pt, last.pt            the best validated weights; the full training state for --resume
     best.stepN.pt               the best few validated checkpoints (training.keep_best)
@@ -22,6 +23,7 @@ No other module spells a file name inside a run directory: they ask a RunDir.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +101,31 @@ class RunDir:
             return self.path / "spm.joint.model", self.path / "spm.joint.model"
         return self.path / f"spm.{cfg.data.src_lang}.model", self.path / f"spm.{cfg.data.tgt_lang}.model"
 
+    @property
+    def tokenizer_record(self) -> Path:
+        """The settings and training files the tokenizers were trained from (start.py compares them)."""
+        return self.path / "spm.settings.json"
+
+    def trained(self) -> list[Path]:
+        """What shows that training ran here (checkpoints, logged updates and validations)."""
+        if not self.path.is_dir():
+            return []
+        named = [self.last, self.best, *self.kept_checkpoints(), self.averaged, self.metrics, self.train_records]
+        return [p for p in named if p.exists()]
+
+    def clear(self) -> list[Path]:
+        """Remove everything a run wrote here but its prepared store (rebuilt whenever its inputs
+        change): checkpoints, logs, metrics, config and tokenizers. Returns what was removed."""
+        if not self.path.is_dir():
+            return []
+        named = [self.last, self.best, *self.kept_checkpoints(), self.averaged, self.metrics, self.train_records,
+                 self.train_log, self.valid_hypotheses, self.finetune_record, self.config_file, *self.kept_files(),
+                 self.tokenizer_record, *sorted(self.path.glob("spm.*.model")), self.plots, self.tensorboard]
+        removed = [p for p in dict.fromkeys(named) if p.exists()]
+        for p in removed:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return removed
+
     def kept_files(self) -> tuple[Path, Path]:
         """Where the run lists the pieces each side keeps (absent: every piece of its model)."""
         return self.path / "vocab.source.txt", self.path / "vocab.target.txt"
@@ -120,6 +147,9 @@ class RunDir:
     def checkpoint(self, name: str = BEST) -> Path:
         """The checkpoint file `name`; best.pt falls back to last.pt for a run stopped before its
         first validation. A CheckpointError says what is there instead."""
+        if self.path.is_file() and self.path.suffix == ".pt":
+            raise CheckpointError(f"{self.path}: is a checkpoint file, not a run directory; give the directory and "
+                                  f"the file: --model {self.path.parent} --checkpoint {self.path.name}")
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: is not a run directory (it does not exist or is a file)")
         path = self.path / name

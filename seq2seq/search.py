@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Protocol, Sequence, TypeVar
 
+import numpy as np
 import torch
 
 from .data import pad
@@ -78,42 +79,60 @@ def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> 
 def greedy_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
                   alpha: float = 0.0, return_attention: bool = False) -> list[list[Hypothesis]]:
     """Pick the most likely piece at every step. Returns one hypothesis per sentence (with its
-    attention weights when `return_attention`)."""
+    attention weights when `return_attention`). One small copy to the host per step (which
+    sentences ended) and one for the results."""
     batch = src.size(0)
     device = src.device
     memory, state = model.start(src, src_lengths)
     max_lengths = max_lengths.to(device)
-    steps = int(max_lengths.max())
-    tokens = torch.full((batch, steps), EOS, dtype=torch.long, device=device)
     log_probs = torch.zeros(batch, device=device)
-    lengths = torch.full((batch,), steps, dtype=torch.long, device=device)
     active = torch.arange(batch, device=device)  # original rows still decoding
     prev = torch.full((batch,), BOS, dtype=torch.long, device=device)
-    attention = src.new_zeros((batch, steps, src.size(1)), dtype=torch.float) if return_attention else None
-    for t in range(steps):
+    pieces: list[torch.Tensor] = []     # per step (batch,): the piece of every sentence, EOS once it ended
+    attention: list[torch.Tensor] = []  # per step (batch, src_len), with return_attention
+    t = 0
+    while True:  # every sentence ends by its max length, where EOS is forced
         lp, state, attn = model.step(prev, state, memory)  # (active, vocab)
-        if attention is not None:
-            attention[active, t] = attn.float()
         best = lp.argmax(dim=-1)
         best = torch.where(t >= max_lengths[active] - 1, torch.full_like(best, EOS), best)
         log_probs[active] += lp.gather(1, best.unsqueeze(1)).squeeze(1)
-        tokens[active, t] = best
+        pieces.append(torch.full((batch,), EOS, dtype=torch.long, device=device).index_put_((active,), best))
+        if return_attention:
+            attention.append(src.new_zeros((batch, src.size(1)), dtype=torch.float).index_put_((active,), attn.float()))
         done = best == EOS
-        if done.any():
-            lengths[active[done]] = t + 1
-            keep = (~done).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
+        left = to_host(done).tolist().count(False)  # the step's one copy to the host
+        if left == 0:
+            break
+        if left < active.numel():
+            keep = still_going(done, left)
             active, best = active[keep], best[keep]
             memory, state = memory.select(keep), state.select(keep)
         prev = best
+        t += 1
+    # One copy of the results: pieces (exact in float32 below 2 ** 24) and summed log-probabilities.
+    table = to_host(torch.cat([torch.stack(pieces, dim=1).float(), log_probs.unsqueeze(1)], dim=1))
+    weights = to_host(torch.stack(attention, dim=1)) if return_attention else None  # (batch, steps, src_len)
+    source = to_host(src_lengths).tolist() if return_attention else None
     results = []
-    for i, (row, length, total) in enumerate(zip(tokens.tolist(), lengths.tolist(), log_probs.tolist())):
-        hyp = Hypothesis(row[:length - 1], total / length_penalty(length, alpha), total)
-        if attention is not None:
-            hyp.attention = attention[i, :length, :int(src_lengths[i])].cpu()
+    for i, row in enumerate(table.tolist()):
+        total = row.pop()
+        length = row.index(EOS) + 1  # EOS included
+        hyp = Hypothesis([int(x) for x in row[:length - 1]], total / length_penalty(length, alpha), total)
+        if weights is not None:
+            hyp.attention = torch.from_numpy(weights[i, :length, :source[i]].copy())
         results.append([hyp])
     return results
+
+
+def to_host(t: torch.Tensor) -> np.ndarray:
+    """The one way search reads a device tensor: a copy to the host (a sync on a GPU)."""
+    return t.numpy(force=True)
+
+
+def still_going(done: torch.Tensor, left: int) -> torch.Tensor:
+    """The rows of `done` (n,) that are False, in order, given that there are `left` of them:
+    a stable sort puts them first, so no nonzero() has to ask the device how many there are."""
+    return torch.sort(done.to(torch.uint8), stable=True).indices[:left]
 
 
 def best_candidates(scores: torch.Tensor, lp: torch.Tensor, count: int, block: int = 64):
@@ -150,7 +169,11 @@ def beam_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, 
     best first, ranked by log-probability / length_penalty. Live beams are ranked by raw
     log-probability; a sentence stops as soon as its best candidate ends, when no live
     beam can beat its finished ones any more, or at its maximum length (EOS is forced).
-    With `return_attention`, each hypothesis carries the attention weights of its own path."""
+    With `return_attention`, each hypothesis carries the attention weights of its own path.
+
+    Finished counts and best scores stay on the device; every step's candidates are recorded
+    there too (`trail`), and the hypotheses are read back from it once at the end. The host
+    sees one small tensor per step: which sentences are done."""
     if nbest > beam_size:
         raise ValueError(f"nbest ({nbest}) cannot exceed beam_size ({beam_size})")
     batch, k = src.size(0), beam_size
@@ -162,68 +185,96 @@ def beam_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, 
     active = torch.arange(batch, device=device)  # original sentence of each active row group
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
+    counts = torch.zeros(batch, dtype=torch.long, device=device)  # finished hypotheses per active sentence
+    best_done = torch.full((batch,), float("-inf"), device=device)  # their best score (float32)
     prev = torch.full((batch * k,), BOS, dtype=torch.long, device=device)
-    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
-    # Per live beam, the attention of every step so far; reordered with history. None when off,
-    # so the search does no extra work.
-    attn_history = (torch.empty((batch * k, 0, src.size(1)), device=device) if return_attention else None)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    for t in range(int(max_lengths.max())):
-        n = active.numel()
+    trail: list[torch.Tensor] = []      # per step (batch, k, TRAIL_FIELDS), see below
+    attention: list[torch.Tensor] = []  # per step (batch, k, src_len) of the live beams, with return_attention
+    n, t = batch, 0
+    while True:  # every sentence ends by its max length, where EOS is forced
         lp, state, attn = model.step(prev, state, memory)
-        if attn_history is not None:
-            attn_history = torch.cat([attn_history, attn.float().unsqueeze(1)], dim=1)  # (n * k, t + 1, src_len)
         vocab = lp.size(-1)
         lp = lp.view(n, k, vocab)
-        forced = t >= max_lengths[active] - 1  # (n,) sentences that must end now
-        if forced.any():
-            only_eos = torch.full((vocab,), float("-inf"), device=device)
-            only_eos[EOS] = 0.0
-            lp = torch.where(forced.view(n, 1, 1), lp + only_eos, lp)
+        forced = t >= max_lengths[active] - 1  # (n,) sentences that must end now: only EOS is left them
+        lp = lp.masked_fill(forced.view(n, 1, 1) & (torch.arange(vocab, device=device) != EOS), float("-inf"))
         top_scores, parent, token = best_candidates(scores, lp, min(2 * k, k * vocab))  # (n, 2k) each
         is_eos = token == EOS
 
-        # EOS among the k best candidates ends a hypothesis.
-        ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
-        if ended.any():
-            for i, j in ended.nonzero().tolist():
-                sent = finished[int(active[i])]
-                total = float(top_scores[i, j])
-                row = i * k + int(parent[i, j])
-                seq = history[row].tolist()
-                sent.append(Hypothesis(seq, total / length_penalty(len(seq) + 1, alpha), total))
-                if attn_history is not None:
-                    source = int(src_lengths[int(active[i])])
-                    sent[-1].attention = attn_history[row, :, :source].cpu()
+        # EOS among the k best candidates ends a hypothesis of t pieces; its score as Hypothesis.score
+        # has it (a float64 division), rounded to float32 as the comparisons below use it.
+        ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])  # (n, k)
+        finished = (top_scores[:, :k].double() / length_penalty(t + 1, alpha)).float()
+        counts = counts + ended.sum(dim=1)
+        best_done = torch.maximum(best_done, finished.masked_fill(~ended, float("-inf")).amax(dim=1))
 
         # The k best candidates that did not end continue (EOS ones rank last).
         width = top_scores.size(1)
         rank = is_eos.long() * width + torch.arange(width, device=device)
         pick = rank.topk(k, dim=-1, largest=False).indices  # (n, k), in score order
         new_scores = top_scores.gather(1, pick).masked_fill(is_eos.gather(1, pick), float("-inf"))
-        new_parent = parent.gather(1, pick) + (torch.arange(n, device=device) * k).unsqueeze(1)
+        new_slot = parent.gather(1, pick)  # (n, k) the beam each survivor extends
         new_token = token.gather(1, pick)
+
+        # Kept in float32, exact for pieces below 2 ** 24: ended, score, the ended candidate's
+        # beam, and each survivor's beam and piece (the back-pointers the hypotheses are read from).
+        record = torch.stack([ended.float(), top_scores[:, :k], parent[:, :k].float(), new_slot.float(),
+                              new_token.float()], dim=-1)  # (n, k, TRAIL_FIELDS)
+        trail.append(top_scores.new_zeros((batch, k, TRAIL_FIELDS)).index_put_((active,), record))
+        if return_attention:
+            attention.append(src.new_zeros((batch, k, src.size(1)), dtype=torch.float).index_put_(
+                (active,), attn.float().view(n, k, -1)))
 
         # A sentence is done when its best candidate was EOS (the best path is complete), or
         # when it holds k finished hypotheses and no live one can still beat the best of them:
         # a live score can only fall, and the length penalty divides it by at most lp(max).
-        counts = torch.tensor([len(finished[s]) for s in active.tolist()], device=device)
-        best_done = torch.tensor([max((h.score for h in finished[s]), default=float("-inf"))
-                                  for s in active.tolist()], device=device)
         bound = new_scores[:, 0] / length_penalty(max_lengths[active].float(), alpha)
         done = forced | (is_eos[:, 0] & (counts >= nbest)) | ((counts >= k) & (best_done >= bound))
-        keep = (~done).nonzero().squeeze(1)
-        if keep.numel() == 0:
+        left = to_host(done).tolist().count(False)  # the step's one copy to the host
+        if left == 0:
             break
-        rows = new_parent[keep].reshape(-1)  # (kept * k,) parent rows of the surviving beams
-        history = torch.cat([history[rows], new_token[keep].reshape(-1, 1)], dim=1)
-        if attn_history is not None:
-            attn_history = attn_history[rows]
-        state = state.select(rows)
-        if keep.numel() < n:
+        rows = new_slot + (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, k) parent rows of the survivors
+        if left < n:
+            keep = still_going(done, left)
+            rows, new_scores, new_token, active = rows[keep], new_scores[keep], new_token[keep], active[keep]
+            counts, best_done = counts[keep], best_done[keep]
             memory = memory.select((keep.unsqueeze(1) * k + torch.arange(k, device=device)).reshape(-1))
-        scores, active = new_scores[keep], active[keep]
-        prev = new_token[keep].reshape(-1)
+        state = state.select(rows.reshape(-1))
+        scores, prev, n = new_scores, new_token.reshape(-1), left
+        t += 1
+    # One copy of the record of all steps (and one of the attention weights when asked for).
+    return read_hypotheses(to_host(torch.stack(trail)), alpha=alpha, nbest=nbest,
+                           attention=to_host(torch.stack(attention)) if return_attention else None,
+                           src_lengths=to_host(src_lengths).tolist() if return_attention else None)
+
+
+TRAIL_FIELDS = 5  # ended, score, ended candidate's beam, survivor's beam, survivor's piece
+
+
+def read_hypotheses(trail: np.ndarray, *, alpha: float, nbest: int, attention: Optional[np.ndarray] = None,
+                    src_lengths: Optional[list[int]] = None) -> list[list[Hypothesis]]:
+    """The `nbest` best finished hypotheses per sentence from beam search's record `trail`
+    (steps, batch, k, TRAIL_FIELDS), each path followed back through the survivors' beams;
+    with `attention` (steps, batch, k, src_len) the weights of each path's steps too."""
+    steps, batch = trail.shape[:2]
+    ended, score, beam, parent, piece = (trail[..., f] for f in range(TRAIL_FIELDS))
+    # In the order the hypotheses ended: by step, then by candidate (nonzero's order).
+    at, sent, cand = np.nonzero(ended)
+    slot = beam[at, sent, cand].astype(np.int64)  # the live beam each hypothesis extended by EOS
+    pieces = np.zeros((len(at), steps), dtype=np.int64)
+    slots = np.zeros((len(at), steps), dtype=np.int64)  # its path's beam at every step
+    slots[np.arange(len(at)), at] = slot
+    for u in range(steps - 2, -1, -1):  # back through the steps, every path at once
+        on = at > u
+        pieces[on, u] = piece[u, sent[on], slot[on]]
+        slot[on] = parent[u, sent[on], slot[on]]
+        slots[on, u] = slot[on]
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for h, (u, i) in enumerate(zip(at.tolist(), sent.tolist())):
+        total = float(score[u, i, cand[h]])
+        hyp = Hypothesis(pieces[h, :u].tolist(), total / length_penalty(u + 1, alpha), total)
+        if attention is not None:
+            hyp.attention = torch.from_numpy(attention[np.arange(u + 1), i, slots[h, :u + 1], :src_lengths[i]])
+        finished[i].append(hyp)
     return [sorted(hyps, key=lambda h: -h.score)[:nbest] for hyps in finished]
 
 

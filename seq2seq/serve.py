@@ -7,8 +7,11 @@
     GET  /           a small web page to try it
 
 Requests are decoded by a Batcher (batching.py), so concurrent requests share batches. A bad
-request gets a 4xx JSON {"error": ...} that says what was wrong and touches nothing else.
-Starlette and uvicorn come with the `serve` extra (pip install 'seq2seq[serve]').
+request gets a 4xx JSON {"error": ...} that says what was wrong and touches nothing else. Under
+overload the service sheds work instead of stalling: beyond its bounded queue a request gets 503
+with Retry-After at once; work of a client that went away, or that passed its --timeout (504), is
+dropped; SIGTERM refuses what waits (503), answers what is being decoded, and exits.
+Starlette and uvicorn come with the `serve` extra (pip install 'seq2seq-rnn[serve]').
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Sequence
 
-from .batching import Batcher, Options, as_dict
+from .batching import Batcher, Expired, Options, Overloaded, ShuttingDown, as_dict
 from .translator import Translator
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ class BadRequest(Exception):
 
 
 KNOWN_KEYS = {"text", "texts", "beam_size", "nbest", "attention"}
+SHUTDOWN_SECONDS = 8  # uvicorn's wait for answers in flight after SIGTERM; then it cancels them
 
 
 def parse_request(body: bytes, limits: Limits, default_beam: int) -> tuple[list[str], Options, bool]:
@@ -54,6 +58,10 @@ def parse_request(body: bytes, limits: Limits, default_beam: int) -> tuple[list[
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise BadRequest(400, f"body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BadRequest(400, "body is not valid here: JSON nested too deeply") from None
+    except Exception as e:  # any other failure of the parser is still the body's fault, never a 500
+        raise BadRequest(400, f"body cannot be parsed ({type(e).__name__})") from None
     if not isinstance(payload, dict):
         raise BadRequest(400, 'expected a JSON object such as {"text": "..."}')
     unknown = sorted(set(payload) - KNOWN_KEYS)
@@ -96,9 +104,14 @@ class Service:
     """The model (loaded in a thread, so /health can answer while it loads) and its batcher."""
 
     def __init__(self, models: Sequence[str], *, load_options: dict, limits: Limits, beam_size: int | None,
-                 max_batch: int, max_wait: float):
+                 max_batch: int, max_wait: float, max_queue: int | None = None, max_queue_wait: float | None = None,
+                 timeout: float | None = None):
+        """`max_queue`: most sentences waiting; `max_queue_wait`: most seconds of expected wait;
+        `timeout`: seconds a request may take before it is answered 504 and dropped (None: no bound)."""
         self.models, self.load_options, self.limits = list(models), load_options, limits
         self.beam_size, self.max_batch, self.max_wait = beam_size, max_batch, max_wait
+        self.max_queue, self.max_queue_wait, self.timeout = max_queue, max_queue_wait, timeout
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, for stop_soon
         self.batcher: Batcher | None = None
         self.translator: Translator | None = None
         self.failure: str | None = None
@@ -109,7 +122,9 @@ class Service:
             target = self.models[0] if len(self.models) == 1 else self.models
             self.translator = Translator.load(target, **self.load_options)
             self.beam_size = self.beam_size or self.translator.config.decoding.beam_size
-            self.batcher = Batcher(self.translator, max_batch=self.max_batch, max_wait=self.max_wait)
+            self.batcher = Batcher(self.translator, max_batch=self.max_batch, max_wait=self.max_wait,
+                                   max_queue=self.max_queue, max_queue_wait=self.max_queue_wait,
+                                   beam_size=self.beam_size)
             log.info("model loaded: %s", ", ".join(map(str, self.models)))
         except Exception as e:  # reported by /health and on the console; the service stays up
             self.failure = f"{type(e).__name__}: {e}"
@@ -130,11 +145,23 @@ class Service:
                              "max_len_ratio": dc.max_len_ratio, "max_len_offset": dc.max_len_offset},
                 "batching": {"max_batch": self.max_batch, "max_wait_ms": self.max_wait * 1000,
                              "batches": self.batcher.batches, "sentences": self.batcher.sentences},
+                "queue": {"max_queue": self.max_queue, "max_queue_wait_s": self.max_queue_wait,
+                          "timeout_s": self.timeout, **self.batcher.counts()},
                 "limits": asdict(self.limits)}
+
+    def stop(self) -> None:
+        """Refuse what waits (503) at once; what is being decoded is still answered."""
+        if self.batcher is not None:
+            self.batcher.stop()
+
+    def stop_soon(self) -> None:
+        """stop() from a signal handler: run it on the server's event loop (no locks taken here)."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.stop)
 
     def close(self) -> None:
         if self.batcher is not None:
-            self.batcher.close()
+            self.batcher.close(timeout=2.0)  # the worker is a daemon thread: exit does not wait for it
 
 
 def build_app(service: Service):
@@ -143,14 +170,15 @@ def build_app(service: Service):
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def not_ready() -> JSONResponse | None:
         if service.failure is not None:
             return error(503, f"the model could not be loaded: {service.failure}")
         if service.translator is None:
-            return error(503, "the model is still loading")
+            return error(503, "the model is still loading", retry_after=1)
         return None
 
     async def read_body(request) -> bytes:
@@ -176,12 +204,52 @@ def build_app(service: Service):
             return error(e.status, str(e))
         except ClientDisconnect:
             return error(400, "the client went away before sending the whole body")
-        results = await asyncio.wrap_future(service.batcher.submit(texts, options))
+        try:
+            results = await decode(request, texts, options)
+        except Overloaded as e:
+            return error(503, str(e), retry_after=e.retry_after)
+        except ShuttingDown as e:
+            return error(503, str(e), retry_after=1)
+        except Expired:
+            return error(504, f"not translated within the service's time limit ({service.timeout:g} s, --timeout); "
+                              f"the work was dropped")
+        if results is None:
+            return error(499, "the client went away; its work was dropped")  # nobody reads this
         details = [as_dict(hyps, options.attention) for hyps in results]
         answer: dict[str, Any] = ({"translation": details[0]["text"]} if single
                                   else {"translations": [d["text"] for d in details]})
         answer["details"] = details
         return JSONResponse(answer)
+
+    async def client_gone(request) -> None:
+        """Returns when the client disconnects: the server's http.disconnect message, which
+        arrives on the request's channel once its body has been read."""
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    async def decode(request, texts: list[str], options: Options):
+        """The request's translations; None when its client went away first. Overloaded,
+        ShuttingDown or Expired (over --timeout) otherwise; the work of a request that is not
+        answered is dropped."""
+        batcher = service.batcher
+        job = batcher.submit(texts, options, timeout=service.timeout)
+        answer = asyncio.wrap_future(job)
+        answer.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, so never logged
+        gone = asyncio.ensure_future(client_gone(request))
+        try:
+            done, _ = await asyncio.wait({answer, gone}, timeout=service.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # uvicorn gave up on this request (shutdown)
+            batcher.abandon(job)
+            raise
+        finally:
+            gone.cancel()
+        if answer in done:
+            return answer.result()
+        batcher.abandon(job)
+        if gone in done:
+            return None
+        raise Expired("over --timeout")
 
     async def health(request):
         waiting = not_ready()
@@ -200,9 +268,10 @@ def build_app(service: Service):
 
     @asynccontextmanager
     async def lifespan(app):
+        service.loop = asyncio.get_running_loop()
         threading.Thread(target=service.load, name="seq2seq-load", daemon=True).start()
         yield
-        # uvicorn has answered the requests in flight; what they queued is decoded first.
+        # uvicorn has answered the requests in flight (SIGTERM refused the queued ones: stop_soon).
         await asyncio.get_running_loop().run_in_executor(None, service.close)
 
     routes = [Route("/", page), Route("/health", health), Route("/info", info),
@@ -211,10 +280,22 @@ def build_app(service: Service):
 
 
 def serve(models: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, load_options: dict,
-          limits: Limits, beam_size: int | None, max_batch: int, max_wait: float, access_log: bool = False) -> None:
-    """Run the service until SIGINT or SIGTERM (both drain the requests in flight first)."""
+          limits: Limits, beam_size: int | None, max_batch: int, max_wait: float, max_queue: int | None = None,
+          max_queue_wait: float | None = None, timeout: float | None = None, access_log: bool = False) -> None:
+    """Run the service until SIGINT or SIGTERM: both refuse the queued requests (503), answer
+    those being decoded, and exit within about SHUTDOWN_SECONDS however long the queue."""
     import uvicorn
     service = Service(models, load_options=load_options, limits=limits, beam_size=beam_size,
-                      max_batch=max_batch, max_wait=max_wait)
-    uvicorn.run(build_app(service), host=host, port=port, log_level="info", access_log=access_log,
-                timeout_graceful_shutdown=60, limit_concurrency=1000)
+                      max_batch=max_batch, max_wait=max_wait, max_queue=max_queue, max_queue_wait=max_queue_wait,
+                      timeout=timeout)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            # uvicorn waits for every request in flight before it shuts the app down; the queued
+            # ones are refused now, so that only the batch being decoded is waited for.
+            service.stop_soon()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(build_app(service), host=host, port=port, log_level="info", access_log=access_log,
+                            timeout_graceful_shutdown=SHUTDOWN_SECONDS, limit_concurrency=1000)
+    Server(config).run()

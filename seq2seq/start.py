@@ -28,12 +28,14 @@ from .config import Config, apply_overrides, config_from_dict, dump_yaml, read_y
 from .data import encode_parallel, encode_sources, stream_pairs, tag_sources, tags_in
 from .data.format import Store
 from .data.prepare import open_or_prepare
+from .data.text import check_files_exist
 from .data.sampling import tokenizer_sample
 from .errors import ConfigError, TrainingError
 from .finetune import KEPT_SIDES, Parent, check_architecture, check_kept_side, inherit_from_parent, parent_sample
 from .model import Seq2Seq, build_model, count_parameters, resolve_device
 from .rundir import RunDir
 from .tokenizer import Tokenizer, side_lists, train_tokenizer, write_kept
+from .tokenizer_record import check_tokenizers, record_tokenizers
 from .transfer import freeze, map_optimizer_state
 from .validation import ValidationSet
 
@@ -379,9 +381,12 @@ def prepare(cfg: Config, run_dir: str | Path, *, quiet: bool = False) -> Store:
     `seq2seq train` on the same run directory reuses both)."""
     dist.init()
     run = RunDir(run_dir)
+    check_files_exist(cfg.data)
     open_run_dir(run, cfg, quiet=quiet)
     parent = load_parent(cfg) if cfg.init_from is not None else None
+    check_tokenizers(cfg, run, resume=False)
     src_tok, tgt_tok = prepare_tokenizers(cfg, run, parent)
+    record_tokenizers(cfg, run)
     return prepare_data(cfg, run, src_tok, tgt_tok, quiet=quiet)
 
 
@@ -396,6 +401,7 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
             raise TrainingError(f"{run}: nothing to resume (no last.pt)")
         _, saved, stored = run.training_state()
         cfg = resumed_config(cfg, stored)
+    check_files_exist(cfg.data)  # before the run directory is made
     open_run_dir(run, cfg, quiet=quiet)
     t, ft = cfg.training, cfg.finetune
     device = dist.device_for_rank(resolve_device(t.device))
@@ -404,7 +410,10 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
 
     valid_src, valid_tgt = read_validation(cfg)  # a missing file is found before hours of preparing
     parent = load_parent(cfg) if cfg.init_from is not None and not resume else None
+    check_tokenizers(cfg, run, resume=resume)
     src_tok, tgt_tok = prepare_tokenizers(cfg, run, parent)
+    if not resume:
+        record_tokenizers(cfg, run)
     train_data = prepare_data(cfg, run, src_tok, tgt_tok, quiet=quiet)
     valid = validation_set(cfg, valid_src, valid_tgt, src_tok, tgt_tok)
     log.info("data: %d training pairs, %d validation pairs; vocabulary %d source / %d target pieces",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,31 @@ def train_tokenizer(lines: Iterable[str], model_file: str | Path, *, vocab_size:
     `user_defined_symbols` (e.g. language tags) becomes one piece wherever it occurs."""
     model_file = Path(model_file)
     model = io.BytesIO()
+    try:
+        _train(lines, model, vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
+               user_defined_symbols=user_defined_symbols)
+    except RuntimeError as e:
+        raise ConfigError(_trainer_message(str(e), vocab_size)) from None
+    tmp = model_file.with_suffix(model_file.suffix + ".tmp")
+    tmp.write_bytes(model.getvalue())
+    tmp.replace(model_file)
+    tok = Tokenizer(model_file)
+    log.info("trained SentencePiece %s (%d pieces) -> %s", model_type, len(tok), model_file)
+    return tok
+
+
+def _trainer_message(error: str, vocab_size: int) -> str:
+    """SentencePiece's complaint about the settings as one line naming the key to change."""
+    found = re.search(r"required_chars\. (\d+) vs (\d+)", error)
+    if found:
+        return (f"tokenizer.vocab_size: {vocab_size} is too small for the {found.group(2)} characters and special "
+                f"pieces of the training text; raise it or lower tokenizer.character_coverage")
+    first = error.strip().splitlines()[0] if error.strip() else "no reason given"
+    return f"tokenizer: SentencePiece cannot train with these settings ({first[:200]})"
+
+
+def _train(lines: Iterable[str], model, *, vocab_size: int, model_type: str, character_coverage: float,
+           user_defined_symbols: Sequence[str]) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
@@ -140,9 +166,3 @@ def train_tokenizer(lines: Iterable[str], model_file: str | Path, *, vocab_size:
         num_threads=2,
         minloglevel=2,
     )
-    tmp = model_file.with_suffix(model_file.suffix + ".tmp")
-    tmp.write_bytes(model.getvalue())
-    tmp.replace(model_file)
-    tok = Tokenizer(model_file)
-    log.info("trained SentencePiece %s (%d pieces) -> %s", model_type, len(tok), model_file)
-    return tok

@@ -18,11 +18,12 @@ from . import distributed as dist
 from .checkpoint import save_checkpoint, training_payload, weights_payload
 from .config import Config, to_dict
 from .data import epoch_batches, groups, iterate_batches
+from .data.batches import Prefetcher
 from .data.sampling import epoch_pool
 from .errors import Interrupted, TrainingError  # noqa: F401  (re-exported: the trainer's errors)
 from .start import Session, begin
 from .transfer import warmup_held
-from .update import update
+from .update import UpdateResult, update
 from .validation import validate
 
 log = logging.getLogger("seq2seq")
@@ -83,43 +84,44 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
             bar = tqdm(total=len(batches), initial=p.batch_in_epoch, disable=not show_bar, leave=False,
                        desc=f"epoch {p.epoch}", unit="batch", dynamic_ncols=True)
             logger.start_epoch()
-            for group in groups(iterate_batches(s.train_data, batches, p.batch_in_epoch), t.accum_steps):
-                result = update(s.train_model, s.optimizer, [b.to(s.device) for b in group], clip_norm=t.clip_norm,
-                                label_smoothing=t.label_smoothing, loss_normalization=t.loss_normalization,
-                                accum_steps=t.accum_steps, precision=s.precision, scaler=s.scaler,
-                                hold=held if p.step < warmup else ())
-                p.batch_in_epoch += len(group)
-                p.oom_skipped += result.skipped_pairs
-                bar.update(len(group))
-                logger.add(result.loss_sum, result.tokens)
-                if result.overflow:  # fp16: the loss scale was too high and is now lower
-                    continue
-                if not result.applied:
-                    skipped_update(s)
-                    continue
-                p.nonfinite_in_a_row = 0
-                p.step += 1
-                if p.step == warmup:
-                    log.info("finetune.warmup_steps: warm-up over after %d updates; all trainable weights train now",
-                             warmup)
-                now = time.perf_counter()
-                p.elapsed += now - clock
-                clock = now
-                if p.step % t.log_every == 0:
-                    logger.write(bar)
-                stop_reason = limits_reached(s)
-                if stop_reason is None and p.step % t.valid_every == 0:
-                    if validate_and_save(s, logger):
-                        stop_reason = "early stopping"
-                    saved_at, clock = p.elapsed, time.perf_counter()  # validation is not training time
-                elif stop_reason is None and save_due(s, saved_at):
-                    save_between_validations(s, saved_at)
-                    saved_at, clock = p.elapsed, time.perf_counter()  # nor is writing a checkpoint
-                if stop_reason is None and dist.any_rank(stop_flag.signal_name is not None):
-                    bar.close()
-                    interrupt(s, stop_flag.signal_name)
-                if stop_reason is not None:
-                    break
+            # The next batches are built in a background thread while the current update runs.
+            updates = groups(iterate_batches(s.train_data, batches, p.batch_in_epoch), t.accum_steps)
+            with prefetch(updates, pin=s.device.type == "cuda") as stream:
+                for group in stream:
+                    result = update(s.train_model, s.optimizer, [b.to(s.device) for b in group],
+                                    clip_norm=t.clip_norm, label_smoothing=t.label_smoothing,
+                                    loss_normalization=t.loss_normalization, accum_steps=t.accum_steps,
+                                    precision=s.precision, scaler=s.scaler, hold=held if p.step < warmup else ())
+                    p.batch_in_epoch += len(group)
+                    p.oom_skipped += result.skipped_pairs
+                    bar.update(len(group))
+                    # A skipped update (non-finite, or an fp16 overflow) counts as a step too: whether it
+                    # was skipped is known on the device only, and read at the next log line.
+                    logger.add(result)
+                    p.step += 1
+                    if p.step == warmup:
+                        log.info("finetune.warmup_steps: warm-up over after %d updates; all trainable weights "
+                                 "train now", warmup)
+                    now = time.perf_counter()
+                    p.elapsed += now - clock
+                    clock = now
+                    if p.step % t.log_every == 0:
+                        logger.write(bar)
+                    stop_reason = limits_reached(s)
+                    if stop_reason is None and p.step % t.valid_every == 0:
+                        if validate_and_save(s, logger):
+                            stop_reason = "early stopping"
+                        saved_at, clock = p.elapsed, time.perf_counter()  # validation is not training time
+                    elif stop_reason is None and save_due(s, saved_at):
+                        logger.settle()
+                        save_between_validations(s, saved_at)
+                        saved_at, clock = p.elapsed, time.perf_counter()  # nor is writing a checkpoint
+                    if stop_reason is None and dist.any_rank(stop_flag.signal_name is not None):
+                        bar.close()
+                        logger.settle()
+                        interrupt(s, stop_flag.signal_name)
+                    if stop_reason is not None:
+                        break
             bar.close()
             if stop_reason is None:
                 p.epoch += 1
@@ -135,6 +137,7 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
             stop_reason = f"reached training.max_epochs={t.max_epochs}"
         if p.last_valid_step != p.step:
             validate_and_save(s, logger)
+        logger.settle()
     logger.close()
     if p.oom_skipped:
         log.warning("%d training pairs were skipped because even alone they did not fit in memory", p.oom_skipped)
@@ -143,6 +146,11 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
              p.best_step)
     return {"step": p.step, "best_score": p.best_score, "best_step": p.best_step, "elapsed": p.elapsed,
             "stop_reason": stop_reason}
+
+
+def prefetch(items, *, pin: bool) -> Prefetcher:
+    """`items` built ahead in a background thread (in page-locked memory for a GPU when `pin`)."""
+    return Prefetcher(items, pin=pin)
 
 
 def drawn_pairs(s: Session):
@@ -161,11 +169,18 @@ def drawn_pairs(s: Session):
 
 
 class TrainLog:
-    """The training lines of train.log and train.jsonl (rank 0), TensorBoard, and the progress bar."""
+    """The training lines of train.log and train.jsonl (rank 0), TensorBoard, and the progress bar.
+
+    Updates leave their loss and whether they were skipped on the device; `settle` reads all of
+    it in one copy, and is called only at log lines, validations and saves, so that the host
+    never waits for the device between them."""
 
     def __init__(self, s: Session):
         self.s = s
-        self.window: list[tuple[float, int]] = []
+        self.sums: torch.Tensor | None = None  # (2,) float64 on the device: loss and tokens of applied updates
+        self.flags: list[torch.Tensor] = []    # per update since the last settle: 0 applied, 1 skipped, 2 overflow
+        self.updates = 0                       # updates in this log window
+        self.loss, self.loss_tokens, self.skipped = 0.0, 0, 0  # of the window's settled updates
         self.writer = None
         if s.cfg.training.tensorboard and dist.is_main():
             from .tensorboard_log import open_writer
@@ -174,33 +189,65 @@ class TrainLog:
     def start_epoch(self) -> None:
         self.tokens, self.start = 0, time.perf_counter()
 
-    def add(self, loss_sum: float, tokens: int) -> None:
-        self.window.append((loss_sum, tokens))
-        self.tokens += tokens
+    def add(self, result: UpdateResult) -> None:
+        """Count an update, without reading anything back from the device."""
+        applied = ~result.skipped
+        # The loss of a skipped update may be NaN: it is left out of the window's loss.
+        sums = torch.stack([torch.where(applied, result.loss_sum.double(), 0.0), applied.double() * result.tokens])
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.flags.append(result.skipped.double() + result.overflow.double())
+        self.updates += 1
+        self.tokens += result.tokens
+
+    def settle(self) -> None:
+        """Read what the updates since the last call left on the device (one copy), warn about
+        skipped ones, and stop training after MAX_NONFINITE_IN_A_ROW non-finite ones in a row."""
+        if not self.flags:
+            return
+        values = torch.cat([self.sums, torch.stack(self.flags)]).tolist()
+        flags, self.sums, self.flags = values[2:], None, []
+        self.loss, self.loss_tokens = self.loss + values[0], self.loss_tokens + int(values[1])
+        p = self.s.progress
+        first, stop_at = p.step - len(flags) + 1, None
+        for step, flag in enumerate(flags, start=first):
+            if flag == 0:
+                p.nonfinite_in_a_row = 0
+                continue
+            self.skipped += 1
+            if flag == 2:  # fp16: the loss scale was too high for these gradients and is now lower
+                continue
+            p.nonfinite_in_a_row += 1
+            log.warning("step %d: loss or gradients not finite; update skipped", step)
+            if p.nonfinite_in_a_row == MAX_NONFINITE_IN_A_ROW and stop_at is None:
+                stop_at = step
+        if stop_at is not None:
+            stop_nonfinite(self.s, stop_at)
 
     def window_loss(self) -> float | None:
-        if not self.window:
+        """The mean loss per target token of the applied updates since the last log line (call settle first)."""
+        if not self.updates:
             return None
-        return sum(l for l, _ in self.window) / max(sum(n for _, n in self.window), 1)
+        return self.loss / self.loss_tokens if self.loss_tokens else float("nan")
 
     def write(self, bar) -> None:
+        self.settle()
         s, p, t = self.s, self.s.progress, self.s.cfg.training
         now = time.perf_counter()
         rate = self.tokens * dist.world_size() / max(now - self.start, 1e-9)
         lr, loss = s.optimizer.param_groups[0]["lr"], self.window_loss()
-        log.info("step %d epoch %d: loss %.3f, lr %.2e, %.0f target tok/s, %.1f min", p.step, p.epoch, loss, lr,
-                 rate, p.elapsed / 60)
+        log.info("step %d epoch %d: loss %.3f, lr %.2e, %.0f target tok/s, %.1f min%s", p.step, p.epoch, loss, lr,
+                 rate, p.elapsed / 60, f"; {self.skipped} updates skipped" if self.skipped else "")
         bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}",
                         next_valid=f"{t.valid_every - p.step % t.valid_every} steps")
         if dist.is_main():
             record = {"step": p.step, "epoch": p.epoch, "loss": loss, "lr": lr, "tokens_per_second": rate,
-                      "elapsed": round(p.elapsed, 1), "time": round(time.time(), 3)}
+                      "skipped_updates": self.skipped, "elapsed": round(p.elapsed, 1), "time": round(time.time(), 3)}
             with open(s.run.train_records, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             from .tensorboard_log import log_scalars
             log_scalars(self.writer, {"loss": loss, "lr": lr, "tokens_per_second": rate}, p.step, "train")
-        self.window.clear()
+        self.updates, self.loss, self.loss_tokens, self.skipped = 0, 0.0, 0, 0
         self.tokens, self.start = 0, now
 
     def close(self) -> None:
@@ -225,13 +272,10 @@ def weights_finite(model: torch.nn.Module) -> bool:
     return all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def skipped_update(s: Session) -> None:
-    """An update with non-finite loss or gradients was skipped; too many in a row stop training."""
+def stop_nonfinite(s: Session, step: int) -> None:
+    """MAX_NONFINITE_IN_A_ROW updates in a row, the last at `step`, had non-finite loss or
+    gradients: save what is good and stop."""
     p = s.progress
-    p.nonfinite_in_a_row += 1
-    log.warning("step %d: loss or gradients not finite; update skipped", p.step + 1)
-    if p.nonfinite_in_a_row < MAX_NONFINITE_IN_A_ROW:
-        return
     # Skipped updates leave the weights as they were, so last.pt is saved when they are finite.
     if weights_finite(s.model):
         save(s, s.run.last, full=True)
@@ -240,7 +284,7 @@ def skipped_update(s: Session) -> None:
         good = f"{s.run.best} (step {p.best_step})"
     else:
         good = "none (no checkpoint saved yet)"
-    raise TrainingError(f"step {p.step + 1}: {p.nonfinite_in_a_row} updates in a row had non-finite loss or "
+    raise TrainingError(f"step {step}: {MAX_NONFINITE_IN_A_ROW} updates in a row had non-finite loss or "
                         f"gradients; stopping. Last good checkpoint: {good}")
 
 
@@ -284,6 +328,7 @@ def validate_and_save(s: Session, logger: TrainLog) -> bool:
     """Validate (rank 0), record the figures, save best.pt when they improved and last.pt
     always, and step the plateau schedule on every rank. True means stop (early stopping)."""
     t, p = s.cfg.training, s.progress
+    logger.settle()
     p.last_valid_step = p.step
     stop = False
     if dist.is_main():

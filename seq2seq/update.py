@@ -4,7 +4,6 @@ train through `update`."""
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
@@ -60,19 +59,20 @@ def split_batch(batch: Batch) -> tuple[Batch, Batch]:
     for rows in (slice(0, half), slice(half, None)):
         lengths = batch.src_lengths[rows]
         tgt_out = batch.tgt_out[rows]
-        tgt_len = int((tgt_out != PAD).sum(dim=1).max())
+        tokens = (tgt_out != PAD).sum(dim=1)
+        tgt_len = int(tokens.max())
         parts.append(Batch(batch.src[rows, :int(lengths.max())], lengths, batch.tgt_in[rows, :tgt_len],
-                           tgt_out[:, :tgt_len], batch.indices[rows]))
+                           tgt_out[:, :tgt_len], batch.indices[rows], int(tokens.sum())))
     return parts[0], parts[1]
 
 
 def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float,
-                     label_smoothing: float, precision: str = "fp32", scaler=None) -> tuple[float, int]:
+                     label_smoothing: float, precision: str = "fp32", scaler=None) -> tuple[torch.Tensor, int]:
     """Accumulate the gradients of `batch`'s summed loss divided by `denominator`. When the batch
     does not fit in memory its halves are tried in turn (same gradients, as the loss is a sum); a
     single pair that still does not fit is skipped. The forward pass runs in `precision` (the
     loss itself is float32); with an fp16 `scaler` the loss is scaled before the backward pass.
-    Returns (summed loss, pairs skipped)."""
+    Returns (summed loss, a float32 scalar left on the device, pairs skipped)."""
     in_backward = False
     try:
         with autocast(precision, batch.src.device):
@@ -81,7 +81,7 @@ def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float
         in_backward = True
         loss = loss_sum / denominator
         (scaler.scale(loss) if scaler is not None else loss).backward()
-        return loss_sum.item(), 0
+        return loss_sum.detach(), 0
     except RuntimeError as e:
         # Under DDP every rank must run the same backward passes, so splitting is not an option.
         if not is_out_of_memory(e) or dist.world_size() > 1:
@@ -94,13 +94,14 @@ def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float
         model.zero_grad(set_to_none=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    nothing = torch.zeros((), device=batch.src.device)
     if batch.src.size(0) == 1:
         log.warning("out of memory on a single pair (%d source, %d target pieces); pair skipped "
                     "(lower data.max_src_len and data.max_tgt_len to drop such pairs before training)",
                     int(batch.src_lengths[0]), batch.num_tgt_tokens)
-        return 0.0, 1
+        return nothing, 1
     log.warning("out of memory on a batch of %d pairs; retrying it in halves", batch.src.size(0))
-    total, skipped = 0.0, 0
+    total, skipped = nothing, 0
     for part in split_batch(batch):
         loss, n = forward_backward(model, part, denominator=denominator, label_smoothing=label_smoothing,
                                    precision=precision, scaler=scaler)
@@ -110,11 +111,13 @@ def forward_backward(model: torch.nn.Module, batch: Batch, *, denominator: float
 
 @dataclass
 class UpdateResult:
-    loss_sum: float      # summed (label-smoothed) loss of the update's batches
-    tokens: int          # their target tokens, EOS included
-    skipped_pairs: int   # pairs that did not fit in memory even alone
-    applied: bool        # False: the loss or gradients were not finite, so nothing changed
-    overflow: bool = False  # fp16 only: gradients overflowed the loss scale, which is now lowered
+    """What one update did. The tensors stay on the device (reading them would wait for the
+    update to finish): the trainer sums them and reads them when it writes a log line."""
+    loss_sum: torch.Tensor  # () float32: summed (label-smoothed) loss of the update's batches
+    tokens: int             # their target tokens, EOS included
+    skipped_pairs: int      # pairs that did not fit in memory even alone
+    skipped: torch.Tensor   # () bool: the loss or gradients were not finite, so nothing changed
+    overflow: torch.Tensor  # () bool, fp16 only: of those, the gradients overflowed the loss scale (now lowered)
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Sequence[Batch], *,
@@ -125,13 +128,16 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Se
     device). Each batch's loss is divided by its tokens (or sentences) times `accum_steps`
     (default: len(batches)). `model` may be wrapped in DistributedDataParallel: then only the
     last batch synchronises gradients across ranks. An update whose gradient norm is not finite
-    is skipped (gradients dropped, weights untouched); the norm is the same on every rank, so all
-    ranks skip together. Forward passes run in `precision` (precision.py); fp16 takes the
-    GradScaler that `scaler` holds, whose overflows lower the scale and skip the update. The
-    parameters in `hold` lose their gradients before clipping, so the optimizer leaves them (and
-    its state for them) exactly as they are."""
+    is skipped (gradients dropped, weights and optimizer state untouched); the norm is the same
+    on every rank, so all ranks skip together. Forward passes run in `precision` (precision.py);
+    fp16 takes the GradScaler that `scaler` holds, whose overflows lower the scale and skip the
+    update. The parameters in `hold` lose their gradients before clipping, so the optimizer
+    leaves them (and its state for them) exactly as they are.
+
+    Nothing here waits for the device (with a fused optimizer): the skip is decided on the
+    device, and the loss comes back as a device tensor."""
     accum_steps = accum_steps or len(batches)
-    loss_sum, tokens, skipped = 0.0, 0, 0
+    losses, tokens, skipped_pairs = [], 0, 0
     for n, batch in enumerate(batches):
         ntok = batch.num_tgt_tokens
         denominator = ntok if loss_normalization == "tokens" else batch.src.size(0)
@@ -139,18 +145,35 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Se
         with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
             loss, pairs = forward_backward(model, batch, denominator=denominator * accum_steps,
                                            label_smoothing=label_smoothing, precision=precision, scaler=scaler)
-        loss_sum, tokens, skipped = loss_sum + loss, tokens + ntok, skipped + pairs
+        losses.append(loss)
+        tokens, skipped_pairs = tokens + ntok, skipped_pairs + pairs
+    loss_sum = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
     for p in hold:
         p.grad = None
     if scaler is not None:
         scaler.unscale_(optimizer)  # clipping sees the true gradients
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or float("inf"))
-    applied = bool(torch.isfinite(norm))
-    overflow = scaler is not None and not applied and math.isfinite(loss_sum)
+    skipped = ~torch.isfinite(norm)
     if scaler is not None:
         scaler.step(optimizer)  # skips the step itself when the gradients overflowed
         scaler.update()
-    elif applied:
-        optimizer.step()
+        overflow = skipped & torch.isfinite(loss_sum)
+    else:
+        step_unless(optimizer, skipped)
+        overflow = torch.zeros_like(skipped)
     optimizer.zero_grad(set_to_none=True)
-    return UpdateResult(loss_sum, tokens, skipped, applied, overflow)
+    return UpdateResult(loss_sum, tokens, skipped_pairs, skipped, overflow)
+
+
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """optimizer.step() unless `skip` (a () bool on the device) is True. A fused optimizer takes
+    it as its `found_inf`, the way GradScaler hands it over, and skips inside its kernel (its
+    step counts stay too), so the host never waits to read it; any other optimizer reads it."""
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.grad_scale, optimizer.found_inf = None, skip.float()
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.grad_scale, optimizer.found_inf
+    elif not bool(skip):
+        optimizer.step()

@@ -1,7 +1,11 @@
 """Shared fixtures: a synthetic translation task the tests generate, and tiny configs."""
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,3 +83,27 @@ def multi30k() -> Path:
     if not (SHARED_MULTI30K / "train.en").exists():
         pytest.skip("Multi30k not found beside the checkout (../shared/data/multi30k)")
     return SHARED_MULTI30K
+
+
+@contextmanager
+def small_filesystem(path: Path, size: str):
+    """A real filesystem of `size` (a tmpfs, e.g. "1m") mounted at `path`, unmounted afterwards:
+    it fills up as a real disk does. Skips the test where mounting is impossible (not root)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_filesystem(path: Path, leave: int) -> None:
+    """Take all but about `leave` bytes of the filesystem of `path` with a filler file."""
+    free = shutil.disk_usage(path).free
+    with open(path / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))

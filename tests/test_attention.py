@@ -94,3 +94,30 @@ def test_padded_sentence_gives_the_same_outputs_as_alone(kind, cell):
         memory, state = decoding.start(src, lengths)
         _, _, weights = decoding.step(targets[:, 0], state, memory)
         assert torch.all(weights[1, 3:] == 0.0) and torch.all(weights[2, 5:] == 0.0)
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+def test_step_attention_equals_the_modules_attend_with_its_gradients(kind):
+    # Training runs each step's attention as one autograd node (attention.StepAttention).
+    from seq2seq.attention import StepAttention
+    torch.manual_seed(0)
+    attention = build_attention(kind, query_size=6, key_size=6).double()
+    values = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False], [True, False, False, False, False]])
+    query = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+
+    def step(query, values, module: bool):
+        keys = attention.project_keys(values)
+        projected = attention.query_proj(query) if getattr(attention, "query_proj", None) is not None else query
+        if module:
+            context, weights = attention.attend(projected, keys, values, mask)
+            return torch.cat([query, context], dim=-1), weights
+        return StepAttention(attention, keys, values, mask)(query, projected)
+
+    torch.testing.assert_close(step(query, values, False), step(query, values, True))
+    assert torch.autograd.gradcheck(lambda q, v: step(q, v, False), (query, values))
+    weights = [p for p in attention.parameters()]
+    if weights:  # the score vector and projections get the module's gradients too
+        got = torch.autograd.grad(step(query, values, False)[0].sum(), weights)
+        want = torch.autograd.grad(step(query, values, True)[0].sum(), weights)
+        torch.testing.assert_close(got, want)

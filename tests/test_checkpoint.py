@@ -1,15 +1,18 @@
 """Checkpoints: a reload gives identical outputs, weights carry no wrapper prefixes, and
 loading never runs code from the file."""
+import errno
 import os
 
 import pytest
 import torch
 from torch import nn
 
+from seq2seq import checkpoint as checkpoint_module
 from seq2seq.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, atomic_write, load_checkpoint,
                                 save_checkpoint, training_payload, unwrap)
 from seq2seq.config import Config, config_from_dict, to_dict
 from seq2seq.data import pad
+from seq2seq.errors import TrainingError
 from seq2seq.model import build_model
 from seq2seq.start import Progress
 
@@ -134,7 +137,32 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         tmp.write_bytes(b"partial")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TrainingError, match=f"^{path}: cannot write it \\(disk full\\); the previous last.pt is intact"):
         atomic_write(path, broken)
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 832 vs 726"),  # torch's zip writer
+    OSError(errno.EIO, "Input/output error"),
+    OSError(errno.EROFS, "Read-only file system"),
+], ids=["torch zip writer", "EIO", "EROFS"])
+def test_any_failure_while_writing_is_one_line_naming_the_path(tmp_path, monkeypatch, error):
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(3)}})
+
+    def failing(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise error
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", failing)
+    with pytest.raises(TrainingError) as info:
+        save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    cause = error.strerror if isinstance(error, OSError) else str(error)
+    assert f"cannot write it ({cause})" in message and "the previous best.pt is intact" in message
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"], "nothing half-written may stay"

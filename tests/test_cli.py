@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from conftest import expected_translation, tiny_config_dict, write_synthetic
 from seq2seq import cli
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import CheckpointError, DecodingError, DeviceError, TrainingError
+from seq2seq.tokenizer import Tokenizer
 from seq2seq.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,8 @@ def test_train_with_overrides_and_default_run_dir(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--set", "model.encoder.cell=lstn"], ["model.encoder.cell: 'lstn' is not one of: lstm, gru"]),
     (["--set", "model.encoder.hiden_size=8"], ["model.encoder.hiden_size: unknown key, did you mean hidden_size?"]),
+    (["--set", "tokenizer.vocab_size=10000000000"], ["tokenizer.vocab_size: must be at most 1952257860"]),
+    (["--set", "training.betas=[0.9, 0.98"], ["training.betas: value '[0.9, 0.98': not valid YAML"]),
 ])
 def test_bad_config_exits_2_naming_the_key(tmp_path, args, words):
     config = tmp_path / "c.yaml"
@@ -72,6 +76,25 @@ def test_bad_config_file_exits_2_naming_the_key(tmp_path):
                           "model.decoder.attention: 'luong' is not one of: additive, dot, general")
     assert_one_line_error(run_cli("train", "--config", tmp_path / "none.yaml"), "train", "none.yaml",
                           "not found")
+
+
+def test_yaml_syntax_errors_and_duplicate_keys_are_one_line(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("training:\n  lr: 0.1\n  betas: [0.9, 0.98\nmodel: {}\n")
+    assert_one_line_error(run_cli("train", "--config", config, "--run-dir", tmp_path / "run"), "train",
+                          f"{config}:4:6: not valid YAML")
+    config.write_text("training:\n  lr: 0.1\n  lr: 0.2\n")
+    assert_one_line_error(run_cli("train", "--config", config, "--run-dir", tmp_path / "run"), "train",
+                          f"{config}:3:3: training.lr: duplicate key (first at line 2)")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_vocabulary_smaller_than_the_alphabet_is_one_line(tmp_path):
+    data = write_synthetic(tmp_path / "data", train=100, valid=5, test=2)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(data, tokenizer={"vocab_size": 8})))
+    proc = run_cli("train", "--config", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert_one_line_error(proc, "train", "tokenizer.vocab_size: 8 is too small", "characters")
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +214,164 @@ def test_other_errors_keep_their_traceback(monkeypatch, error):
     with pytest.raises(type(error)):
         cli.main(["translate", "--model", "RUN"])
 
+
+
+# ---------------------------------------------------------------------------------------
+# A run directory that holds a run is never overwritten silently (issue 28)
+
+
+def small_run_config(tmp_path, **training) -> Path:
+    data = write_synthetic(tmp_path / "data", train=200, valid=10, test=2)
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(data, training={"max_steps": 2, **training})))
+    return config
+
+
+def test_train_into_a_run_refuses_unless_resume_or_overwrite(tmp_path):
+    config = small_run_config(tmp_path)
+    run = tmp_path / "run"
+    assert run_cli("train", "--config", config, "--run-dir", run, "--quiet").returncode == 0
+    before = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "metrics.jsonl", "spm.joint.model")}
+    proc = run_cli("train", "--config", config, "--run-dir", run, "--quiet")
+    assert_one_line_error(proc, "train", f"{run}: holds a run (", "last.pt", "--resume", "--overwrite",
+                          "another --run-dir")
+    proc = run_cli("prepare", "--config", config, "--run-dir", run, "--set", "tokenizer.vocab_size=48")
+    assert_one_line_error(proc, "prepare", f"{run}: holds a run (", "another --run-dir")
+    assert {name: (run / name).read_bytes() for name in before} == before, "nothing may change"
+
+    proc = run_cli("train", "--config", config, "--run-dir", run, "--resume", "--set", "training.max_steps=4",
+                   "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(run / "last.pt")["step"] == 4
+
+    proc = run_cli("train", "--config", config, "--run-dir", run, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert f"--overwrite: removed from {run}: " in proc.stderr and "last.pt" in proc.stderr
+    assert load_checkpoint(run / "last.pt")["step"] == 2  # a fresh run
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_prepare_then_train_on_the_same_run_dir_reuses_the_tokenizer(tmp_path):
+    config = small_run_config(tmp_path)
+    run = tmp_path / "run"
+    assert run_cli("prepare", "--config", config, "--run-dir", run, "--quiet").returncode == 0
+    tokenizer = (run / "spm.joint.model").read_bytes()
+    proc = run_cli("train", "--config", config, "--run-dir", run)
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "spm.joint.model").read_bytes() == tokenizer
+    assert "using the prepared store" in proc.stderr and "training it again" not in proc.stderr
+
+
+def test_a_tokenizer_whose_settings_or_data_changed_is_not_reused_silently(tmp_path):
+    config = small_run_config(tmp_path)
+    run = tmp_path / "run"
+    assert run_cli("prepare", "--config", config, "--run-dir", run, "--quiet").returncode == 0
+    first = (run / "spm.joint.model").read_bytes()
+    proc = run_cli("prepare", "--config", config, "--run-dir", run, "--set", "tokenizer.vocab_size=48")
+    assert proc.returncode == 0, proc.stderr
+    assert "tokenizer.vocab_size changed (64 -> 48)" in proc.stderr and "training it again" in proc.stderr
+    assert (run / "spm.joint.model").read_bytes() != first
+    assert len(Tokenizer(run / "spm.joint.model")) <= 48
+
+    data = tmp_path / "data" / "train.src"
+    data.write_text(data.read_text().replace("ka", "kax"))
+    second = (run / "spm.joint.model").read_bytes()
+    proc = run_cli("train", "--config", config, "--run-dir", run, "--set", "tokenizer.vocab_size=48")
+    assert proc.returncode == 0, proc.stderr
+    assert f"the training data changed ({data})" in proc.stderr and "training it again" in proc.stderr
+    assert (run / "spm.joint.model").read_bytes() != second
+
+    # --resume keeps the tokenizer the model was trained with, and says that the data changed
+    data.write_text(data.read_text().replace("lo", "la"))
+    trained = (run / "spm.joint.model").read_bytes()
+    proc = run_cli("train", "--run-dir", run, "--resume", "--set", "training.max_steps=3")
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "spm.joint.model").read_bytes() == trained
+    assert f"the training data changed ({data})" in proc.stderr and "--resume keeps" in proc.stderr
+
+
+def test_the_readme_reproduction_runs_do_not_share_a_run_directory():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("# [1] train"):]
+    block = block[:block.index("```")]
+    commands = [line for line in block.replace("\\\n", " ").splitlines() if "seq2seq train" in line]
+    starts = [c for c in commands if "--resume" not in c]
+    run_dirs = [c.split("--run-dir")[1].split()[0] for c in starts]
+    assert len(starts) >= 2 and len(run_dirs) == len(starts) and len(set(run_dirs)) == len(run_dirs), commands
+
+
+# ---------------------------------------------------------------------------------------
+# A newcomer's path (issue 28)
+
+
+def test_version():
+    import seq2seq
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"seq2seq {seq2seq.__version__}"
+
+
+def test_train_takes_the_config_as_a_positional_argument(tmp_path):
+    config = small_run_config(tmp_path)
+    proc = run_cli("train", config, "--run-dir", tmp_path / "run", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+    other = tmp_path / "other.yaml"
+    other.write_text(config.read_text())
+    assert_one_line_error(run_cli("train", config, "--config", other), "train", "two configs given")
+
+
+def test_a_checkpoint_file_given_as_model_hints_at_the_directory_and_checkpoint(trained_run):
+    proc = run_cli("translate", "--model", trained_run / "best.pt", "--device", "cpu", input_text="ka lo\n")
+    assert_one_line_error(proc, "translate", f"{trained_run / 'best.pt'}: is a checkpoint file, not a run directory",
+                          f"--model {trained_run} --checkpoint best.pt")
+    proc = run_cli("serve", "--model", trained_run / "last.pt", "--device", "cpu")
+    assert_one_line_error(proc, "serve", f"--model {trained_run} --checkpoint last.pt")
+
+
+def test_training_without_its_data_points_to_the_download_script(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text((ROOT / "configs" / "tiny.yaml").read_text())
+    proc = run_cli("train", config, "--run-dir", tmp_path / "run", cwd=tmp_path)
+    assert_one_line_error(proc, "train", "data/multi30k/train.en: file not found", "scripts/get_multi30k.sh")
+    proc = run_cli("prepare", "--config", config, "--run-dir", tmp_path / "run", cwd=tmp_path)
+    assert_one_line_error(proc, "prepare", "file not found", "scripts/get_multi30k.sh")
+
+
+def test_the_package_has_a_name_of_its_own_on_the_package_index():
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = project["name"]
+    # "seq2seq" on PyPI is an unrelated project; ours is installed as seq2seq-rnn, imported as seq2seq.
+    assert name == "seq2seq-rnn"
+    assert project["scripts"] == {"seq2seq": "seq2seq.cli:main"}
+    assert any(dep.startswith(f"{name}[") for dep in project["optional-dependencies"]["dev"])
+    hints = []
+    for path in [ROOT / "README.md", ROOT / "pyproject.toml", *(ROOT / "docs").glob("*.md"),
+                 *(ROOT / "seq2seq").rglob("*.py"), *(ROOT / "scripts").glob("*")]:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            hints += [(path.name, m) for m in re.findall(r"(?<![-\w])seq2seq\[[a-z,]+\]", text)]
+    assert hints == [], hints  # `pip install 'seq2seq[serve]'` would install the unrelated project
+
+
+def test_setup_is_one_command_and_ci_runs_it():
+    readme = (ROOT / "README.md").read_text()
+    setup = readme[readme.index("## Set-up"):]
+    block = setup[setup.index("```bash\n") + 8:]
+    commands = [line for line in block[:block.index("```")].splitlines() if line.strip() and not line.startswith("#")]
+    assert commands == ["scripts/setup.sh"], commands
+    script = ROOT / "scripts" / "setup.sh"
+    assert script.is_file() and os.access(script, os.X_OK)
+    text = script.read_text()
+    assert "-c constraints.txt" in text and "npm ci --prefix web" in text and "chromium" in text
+    ci = (ROOT / ".ci" / "run").read_text()
+    steps = [line for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert any(line.strip().startswith("scripts/setup.sh") for line in steps), ci
+    assert not any("pip install" in line or "npm ci" in line or "apt-get" in line for line in steps), ci
+
+
+def test_the_quickstart_says_what_the_recipes_reach_and_how_long_they_take():
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme[readme.index("## Quickstart"):readme.index("## Results")]
+    assert "19.38" in quickstart and "docs/measurements/2026-12-01" in quickstart  # the tiny recipe's measured BLEU
+    assert "38.32" in quickstart and "47.7 minutes" in quickstart  # the full recipe

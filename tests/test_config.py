@@ -216,3 +216,98 @@ def test_config_is_frozen():
     cfg = Config()
     with pytest.raises(Exception):
         cfg.training.lr = 1.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------
+# Ranges the libraries accept, YAML syntax errors and duplicate keys (issue 28)
+
+
+def numeric_fields():
+    """(dotted key, field, type) of every int or float key of the config."""
+    import dataclasses
+    import typing
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(tp):
+                yield from walk(tp, key + ".")
+                continue
+            if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+                yield from walk(typing.get_args(tp)[0], key + "[0].")
+                continue
+            args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+            if args[0] in (int, float):
+                yield key, f, args[0]
+    return list(walk(Config, ""))
+
+
+def with_value(key: str, value) -> dict:
+    """A raw config with `key` (dotted, [0] for the first training corpus) set to `value`."""
+    raw: dict = {}
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if part.endswith("[0]"):
+            item: dict = {"path": "corpora/a"}
+            node[part[:-3]] = [item]
+            node = item
+        else:
+            node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return raw
+
+
+def test_every_numeric_key_has_a_range():
+    fields = numeric_fields()
+    assert len(fields) > 40
+    unbounded = [key for key, f, _ in fields if f.metadata.get("min") is None or f.metadata.get("max") is None]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("key", [key for key, _, _ in numeric_fields()])
+def test_a_value_beyond_any_library_is_an_error_naming_the_key(key):
+    tp = dict((k, t) for k, _, t in numeric_fields())[key]
+    for value in ((2 ** 63, -(2 ** 63)) if tp is int else (1e300, -1e300)):
+        msg = error_of(with_value(key, value))
+        assert msg.startswith(key.replace("[0]", "[0]") + ":"), msg
+
+
+def test_vocab_size_beyond_sentencepiece_is_a_config_error():
+    # SentencePiece reads vocab_size as an int32; its unigram trainer multiplies it by 1.1.
+    with pytest.raises(ConfigError, match=r"^tokenizer.vocab_size: must be at most 1952257860"):
+        load_config(None, ["tokenizer.vocab_size=10000000000"])
+    assert load_config(None, ["tokenizer.vocab_size=1952257860"]).tokenizer.vocab_size == 1952257860
+
+
+def test_a_yaml_syntax_error_is_one_line_with_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  lr: 0.1\n  betas: [0.9, 0.98\nmodel: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{bad}:4:6: not valid YAML (expected ',' or ']'"), msg
+    tabs = tmp_path / "tabs.yaml"
+    tabs.write_text("training:\n\tlr: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"^{tabs}:2:1: not valid YAML") as info:
+        load_config(tabs)
+    assert "\n" not in str(info.value)
+
+
+def test_a_duplicate_key_is_an_error_naming_its_path(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("training:\n  lr: 0.1\n  max_epochs: 3\n  lr: 0.2\nmodel:\n  encoder: {cell: gru}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:4:3: training.lr: duplicate key (first at line 2)"
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("data:\n  train:\n  - {path: a, weight: 1, weight: 2}\n")
+    with pytest.raises(ConfigError, match=r"data\.train\[0\]\.weight: duplicate key"):
+        load_config(nested)
+    top = tmp_path / "top.yaml"
+    top.write_text("training: {}\ntraining: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r":2:1: training: duplicate key \(first at line 1\)"):
+        load_config(top)

@@ -195,3 +195,83 @@ def test_bucketing_in_pools_still_covers_every_pair_once(monkeypatch):
     # within a pool, batches still hold pairs of similar length
     spread = [max(tgt[i] for i in b) - min(tgt[i] for i in b) for b in plan]
     assert sum(spread) / len(spread) < 2
+
+
+# -- building batches: one tensor per field, and the background prefetcher -----------------------
+
+def reference_batch(pairs: list[tuple[list[int], list[int]]]) -> dict[str, list]:
+    """A batch built row by row, the plain way: what make_batch must give."""
+    def padded(rows):
+        width = max(len(r) for r in rows)
+        return [r + [PAD] * (width - len(r)) for r in rows]
+    return {"src": padded([s for s, _ in pairs]), "src_lengths": [len(s) for s, _ in pairs],
+            "tgt_in": padded([[BOS] + t for _, t in pairs]), "tgt_out": padded([t + [EOS] for _, t in pairs]),
+            "num_tgt_tokens": sum(len(t) + 1 for _, t in pairs)}
+
+
+def random_pairs(n: int, vocab: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    rng = random.Random(seed)
+    return [([rng.randrange(4, vocab) for _ in range(rng.randint(1, 30))],
+             [rng.randrange(4, vocab) for _ in range(rng.randint(1, 30))]) for _ in range(n)]
+
+
+def write_store(directory, pairs, id_code: str):
+    from seq2seq.data.format import Store, Writer, write_meta
+    writer = Writer(directory, id_code, "B")
+    writer.write("src", [s for s, _ in pairs])
+    writer.write("tgt", [t for _, t in pairs])
+    writer.close()
+    write_meta(directory, {"pairs": len(pairs), "id_type": id_code, "len_type": "B", "corpora": []})
+    return Store.open(directory)
+
+
+@pytest.mark.parametrize("id_code, vocab", [("H", 60000), ("i", 100000)])
+def test_make_batch_equals_a_row_by_row_build_from_memory_and_from_a_store(tmp_path, id_code, vocab):
+    pairs = random_pairs(200, vocab, seed=len(id_code) + vocab)
+    sources = {"memory": ParallelData([s for s, _ in pairs], [t for _, t in pairs]),
+               "store": write_store(tmp_path, pairs, id_code)}
+    rng = random.Random(1)
+    for _ in range(20):
+        indices = rng.sample(range(len(pairs)), rng.randint(1, 40))
+        expected = reference_batch([pairs[i] for i in indices])
+        for name, data in sources.items():
+            batch = make_batch(data, indices)
+            got = {"src": batch.src.tolist(), "src_lengths": batch.src_lengths.tolist(),
+                   "tgt_in": batch.tgt_in.tolist(), "tgt_out": batch.tgt_out.tolist(),
+                   "num_tgt_tokens": batch.num_tgt_tokens}
+            assert got == expected, name
+            assert batch.indices == indices and batch.src.dtype == batch.tgt_in.dtype == torch.long
+
+
+def test_pad_equals_a_row_by_row_pad():
+    from seq2seq.data import pad
+    rows = [[5, 6, 7], [8], [9, 10]]
+    assert pad(rows).tolist() == [[5, 6, 7], [8, PAD, PAD], [9, 10, PAD]]
+
+
+def test_prefetcher_gives_the_items_in_order_and_raises_what_building_raised():
+    from seq2seq.data.batches import Prefetcher
+    with Prefetcher(iter(range(100)), ahead=3) as items:
+        assert list(items) == list(range(100))
+
+    def broken():
+        yield 1
+        raise DataError("pair 2 is unreadable")
+    with Prefetcher(broken()) as items, pytest.raises(DataError, match="unreadable"):
+        list(items)
+
+
+def test_prefetcher_stops_its_thread_when_left_mid_stream():
+    from seq2seq.data.batches import Prefetcher
+    built = []
+
+    def endless():
+        n = 0
+        while True:
+            built.append(n)
+            yield n
+            n += 1
+    with Prefetcher(endless(), ahead=2) as items:
+        first = [x for _, x in zip(range(5), items)]
+    assert first == [0, 1, 2, 3, 4]
+    assert not items._thread.is_alive() and len(built) <= 5 + 2 + 1  # at most `ahead` (+ one in hand) built ahead

@@ -1,12 +1,15 @@
-"""Deferred weight gradients (recurrence.StepLinear) must equal plain autograd."""
+"""Deferred weight gradients (recurrence.StepLinear) and the cells' own backward passes
+(recurrence.lstm_cell, gru_cell) must equal plain autograd."""
 import itertools
 
 import pytest
 import torch
 
+from seq2seq import decoder as decoder_module
+from seq2seq.decoder import attend_with
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
 from seq2seq.model import build_model
-from seq2seq.recurrence import StepLinear
+from seq2seq.recurrence import StepLinear, gru_cell, gru_pointwise, lstm_cell, lstm_pointwise
 
 
 def test_step_linear_matches_plain_linear_in_a_recurrence():
@@ -34,19 +37,29 @@ def test_step_linear_matches_plain_linear_in_a_recurrence():
     assert step.store == []  # pairs are released once the weight gradient is formed
 
 
+def plain_lstm_cell(input_gates, hidden_gates, c, train=True):
+    return lstm_pointwise(input_gates if hidden_gates is None else input_gates + hidden_gates, c)
+
+
+def plain_gru_cell(input_gates, hidden_gates, h, train=True):
+    return gru_pointwise(input_gates, hidden_gates, h)
+
+
 def _plain_decoder_logits(model, src, lengths, tgt_in):
     """Teacher forcing through the same step function, but with every StepLinear turned into
-    a plain autograd linear, as the reference for gradients."""
+    a plain autograd linear, and the cells and attention into plain tensor maths, as the
+    reference for gradients."""
     dec = model.decoder
     enc = model.encoder(src, lengths)
     memory, state = dec.make_memory(enc), dec.init_state(enc)
     outputs = []
     for t in range(tgt_in.size(1)):
-        ops = dec._step_ops()
+        ops = dec._step_ops(memory)
         products = [x for layer in ops.layers for x in layer.values()]
         for linear in [ops.combine, ops.query] + products:
             if linear is not None:
                 linear.deferred = False
+        ops.attend = attend_with(dec.attention)  # the attention module's own maths, as decoding runs it
         att, state, _ = dec._advance(dec._embed_gates(tgt_in[:, t]), state, memory, ops)
         outputs.append(att)
     return dec.output(torch.stack(outputs, dim=1))
@@ -72,7 +85,10 @@ def test_decoder_gradients_equal_plain_autograd(cell, attention, feeding, layers
         return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     fast_logits, fast = grads(lambda m, *a: m(*a))
-    plain_logits, plain = grads(_plain_decoder_logits)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decoder_module, "lstm_cell", plain_lstm_cell)
+        patch.setattr(decoder_module, "gru_cell", plain_gru_cell)
+        plain_logits, plain = grads(_plain_decoder_logits)
     torch.testing.assert_close(fast_logits, plain_logits)
     assert fast.keys() == plain.keys()
     for name in fast:
@@ -87,3 +103,37 @@ def test_decoder_gradients_equal_plain_autograd(cell, attention, feeding, layers
             log_probs, state, _ = decoding.step(tgt_in[:, t], state, memory)
             steps.append(log_probs)
     torch.testing.assert_close(torch.stack(steps, 1), torch.log_softmax(fast_logits, -1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_hidden", [True, False])
+def test_lstm_cell_backward_equals_autograd_of_the_plain_maths(with_hidden):
+    torch.manual_seed(1)
+    gi, gh = (torch.randn(5, 4 * 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    c = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    hidden = gh if with_hidden else None
+    torch.autograd.gradcheck(lambda *a: lstm_cell(a[0], a[1] if with_hidden else None, a[2]), (gi, gh, c))
+    h, new_c = lstm_cell(gi, hidden, c)
+    plain_h, plain_c = plain_lstm_cell(gi, hidden, c)
+    torch.testing.assert_close((h, new_c), (plain_h, plain_c))
+    with torch.no_grad():  # decoding (and an export) runs the plain maths
+        torch.testing.assert_close(lstm_cell(gi, hidden, c), (plain_h, plain_c))
+
+
+def test_gru_cell_backward_equals_autograd_of_the_plain_maths():
+    torch.manual_seed(2)
+    gi, gh = (torch.randn(5, 3 * 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(gru_cell, (gi, gh, h))
+    torch.testing.assert_close(gru_cell(gi, gh, h), gru_pointwise(gi, gh, h))
+
+
+def test_step_linear_without_bias_and_unused():
+    weight = torch.randn(6, 4, requires_grad=True)
+    step = StepLinear(weight)
+    x = torch.randn(2, 4, requires_grad=True)
+    (step(x).sum() + step(2 * x).sum()).backward()
+    torch.testing.assert_close(weight.grad, torch.ones(2, 6).t() @ (3 * x.detach()))
+    weight.grad = None
+    unused = StepLinear(weight)
+    (unused.weight.sum() * 0 + x.sum()).backward()  # no step used it: autograd's own gradient passes through
+    torch.testing.assert_close(weight.grad, torch.zeros_like(weight))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import builtins
 import errno
+import json
 import logging
+import math
 import os
 import re
 import select
@@ -18,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import expected_translation, tiny_config_dict, write_synthetic
+from conftest import expected_translation, fill_filesystem, small_filesystem, tiny_config_dict, write_synthetic
 from seq2seq import checkpoint as checkpoint_module
 from seq2seq import trainer as trainer_module
 from seq2seq import update as update_module
@@ -216,6 +218,44 @@ def test_a_real_full_device_gives_the_disk_full_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+def test_a_real_full_filesystem_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    # On a real filesystem torch's zip writer turns the full disk into its own RuntimeError
+    # ("[enforce fail at inline_container.cc...] unexpected pos ..."), without an errno.
+    with small_filesystem(tmp_path / "fs", "2m") as fs:
+        path = fs / "last.pt"
+        save_checkpoint(path, {"config": {}, "model": {"w": torch.ones(10_000)}})
+        with pytest.raises(TrainingError) as info:
+            save_checkpoint(path, {"config": {}, "model": {"w": torch.zeros(1_000_000)}})  # 4 MB
+        message = str(info.value)
+        assert "\n" not in message and message.startswith(f"{path}: the disk is full")
+        assert "the previous last.pt is intact" in message and f"Free space on the filesystem of {fs}" in message
+        assert "needs about 4.0 MB" in message and "MB free" in message
+        assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(10_000))
+        assert sorted(p.name for p in fs.iterdir()) == ["last.pt"], "nothing half-written may stay"
+
+
+def test_training_on_a_filesystem_that_fills_up_is_one_line(tmp_path, small_data, capsys, monkeypatch):
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_config(small_data, max_steps=20, save_every_steps=3,
+                                                  save_every_minutes=None)))
+    real_save = trainer_module.save_checkpoint
+
+    def fill_after_the_first_last_pt(path, payload):  # the disk fills up while training goes on
+        real_save(path, payload)
+        if Path(path).name == "last.pt" and not (Path(path).parent / "filler").exists():
+            fill_filesystem(Path(path).parent, leave=64 * 1024)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", fill_after_the_first_last_pt)
+    with small_filesystem(tmp_path / "fs", "8m") as fs:
+        run_dir = fs / "run"
+        code, err = run_main(["train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"], capsys)
+        assert code == 2
+        line = one_line_error(err, "train")
+        assert f"{run_dir / 'last.pt'}: the disk is full" in line and "the previous last.pt is intact" in line
+        assert load_checkpoint(run_dir / "last.pt")["step"] == 3
+        assert not [p.name for p in run_dir.iterdir() if ".tmp" in p.name], "nothing half-written may stay"
+
+
 def test_full_disk_during_training_is_one_line_and_keeps_the_previous_last_pt(tmp_path, small_data, capsys,
                                                                                monkeypatch):
     config = tmp_path / "small.yaml"
@@ -288,9 +328,13 @@ def test_nonfinite_loss_skips_the_update_with_a_warning(tmp_path, small_data, mo
     run_dir = tmp_path / "run"
     result = train(config_from_dict(small_config(small_data, max_steps=10)), run_dir, quiet=True)
     last = load_checkpoint(run_dir / "last.pt")
-    assert result["step"] == 10
-    assert last["progress"]["batch_in_epoch"] == 12, "two batches were used without an update"
+    # A skipped update counts as a step (whether it was skipped is read only at log lines).
+    assert result["step"] == 10 and last["progress"]["batch_in_epoch"] == 10
     assert train_log(run_dir).count("not finite; update skipped") == 2
+    assert "step 3: loss or gradients not finite" in train_log(run_dir)
+    records = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    assert [r["skipped_updates"] for r in records] == [0, 0, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert all(math.isfinite(r["loss"]) for r in records[:2] + records[4:])  # a NaN loss is left out
     assert all(torch.isfinite(w).all() for w in last["model"].values())
 
 
@@ -300,10 +344,12 @@ def test_nonfinite_losses_in_a_row_stop_naming_step_and_checkpoint(tmp_path, sma
     with pytest.raises(TrainingError) as info:
         train(config_from_dict(small_config(small_data)), run_dir, quiet=True)
     message = str(info.value)
-    assert "step 6:" in message and "5 updates in a row" in message
-    assert f"{run_dir / 'last.pt'} (step 5)" in message
+    # Updates 6 to 10 were skipped; the fifth in a row stops training.
+    assert "step 10:" in message and "5 updates in a row" in message
+    assert f"{run_dir / 'last.pt'} (step 10)" in message
     last = load_checkpoint(run_dir / "last.pt")
-    assert last["step"] == 5 and all(torch.isfinite(w).all() for w in last["model"].values())
+    assert last["step"] == 10 and all(torch.isfinite(w).all() for w in last["model"].values())
+    assert last["progress"]["nonfinite_in_a_row"] == 5
 
 
 def test_nonfinite_weights_are_never_saved_as_best(tmp_path, small_data, monkeypatch):

@@ -246,3 +246,39 @@ def test_real_model_respects_max_length(translator, sources):
                          max_len_offset=3)
     assert all(len(h[0].tokens) <= 2 for h in hyps)
     assert any(len(h[0].tokens) == 2 for h in hyps)
+
+
+# -- host syncs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("beam_size, nbest", [(1, 1), (4, 1), (4, 3)])
+def test_search_copies_to_the_host_at_most_once_a_step(cell, beam_size, nbest):
+    from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+    from seq2seq.model import build_model
+    from seq2seq.profiling import count_ops
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=8, hidden_size=8, dropout=0.0),
+                      decoder=DecoderConfig(cell=cell, emb_size=8, hidden_size=16, dropout=0.0))
+    seq2seq = build_model(cfg, src_vocab_size=30, tgt_vocab_size=12).eval()
+    with torch.no_grad():
+        seq2seq.decoder.output.bias[EOS] = -1.0  # sentences end, at different steps
+    model = seq2seq.for_decoding()
+    steps = {"n": 0}
+    step = model.step
+
+    def counted_step(*args):
+        steps["n"] += 1
+        return step(*args)
+    model.step = counted_step
+    src_ids = [[4 + (i * j) % 25 for j in range(1 + i % 7)] for i in range(9)]
+    src, lengths = pad(src_ids), torch.tensor([len(s) for s in src_ids])
+    max_lengths = max_output_lengths(lengths, 1.5, 2)
+    with count_ops() as counts:
+        if beam_size == 1:
+            hyps = greedy_search(model, src, lengths, max_lengths=max_lengths)
+        else:
+            hyps = beam_search(model, src, lengths, beam_size=beam_size, nbest=nbest, max_lengths=max_lengths)
+    assert len({len(h[0].tokens) for h in hyps}) > 1
+    # One copy per step (which sentences are done), and one of the results.
+    assert counts.syncs <= steps["n"] + 1, counts.sites

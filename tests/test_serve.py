@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
-from seq2seq.batching import Batcher, Options  # noqa: E402
+from seq2seq.batching import Batcher, Expired, Options, Overloaded, ShuttingDown  # noqa: E402
 from seq2seq.serve import Limits, Service, build_app  # noqa: E402
 from seq2seq.translator import Translation, Translator  # noqa: E402
 
@@ -180,20 +180,36 @@ def post(url: str, payload: dict, timeout: float = 60) -> dict:
         return json.loads(r.read())
 
 
-def test_sigterm_answers_the_requests_in_flight_then_exits(trained_run, synthetic_dir):
-    lines = (synthetic_dir / "test.src").read_text().splitlines()[:64]
-    proc, url = start_server(trained_run)
+def post_status(url: str, payload: dict, timeout: float = 120) -> tuple[int, dict]:
+    """POST /translate: the status and the JSON answer, whatever the status."""
     try:
-        with ThreadPoolExecutor(6) as pool:
-            futures = [pool.submit(post, url, {"texts": lines, "beam_size": 16}) for _ in range(6)]
-            time.sleep(0.3)  # the requests are in flight (six 64-sentence beam-16 batches take a while)
+        return 200, post(url, payload, timeout)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def test_sigterm_answers_the_batch_being_decoded_refuses_the_queue_and_exits_soon(trained_run, synthetic_dir):
+    lines = (synthetic_dir / "test.src").read_text().splitlines()[:64]
+    # No bound on the queue: sixteen 64-sentence beam-16 requests take several seconds to decode.
+    proc, url = start_server(trained_run, "--max-queue", "100000", "--max-queue-wait", "0", "--timeout", "0")
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(post_status, url, {"texts": lines, "beam_size": 16}) for _ in range(16)]
+            time.sleep(0.5)  # the requests are in flight, the first being decoded
             in_flight = sum(not f.done() for f in futures)
+            start = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             answers = [f.result(timeout=120) for f in futures]
-        assert in_flight >= 1
-        assert all(len(a["translations"]) == len(lines) for a in answers)
+            code = proc.wait(timeout=60)
+            seconds = time.monotonic() - start
+        assert in_flight >= 8
+        statuses = [status for status, _ in answers]
+        assert set(statuses) <= {200, 503}, statuses
+        assert all(len(a["translations"]) == len(lines) for status, a in answers if status == 200)
+        assert statuses.count(503) >= 4, statuses  # the queued ones were refused, not decoded
+        assert all("shutting down" in a["error"] for status, a in answers if status == 503)
         # uvicorn ends by re-raising the signal once everything is answered.
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert code in (0, -signal.SIGTERM) and seconds < 15
         assert "Finished server process" in proc.stdout.read()
     finally:
         proc.kill()
@@ -254,3 +270,256 @@ def test_the_load_test_script_finds_equal_answers_and_no_server_errors(trained_r
     assert fuzz["server_5xx"] == 0 and fuzz["good_answered_wrong"] == 0 and 0 < fuzz["good"] < 120
     assert sum(n for status, n in fuzz["statuses"].items() if status.startswith("4")) == 120 - fuzz["good"]
     assert "| 4 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# Overload: a bounded queue, work of clients that went away dropped, deadlines, shutdown (issue 28)
+
+
+class Gated:
+    """A translator stand-in whose decoding waits for `release`; records every sentence it decodes."""
+    def __init__(self, seconds_per_sentence: float = 0.0):
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.decoded: list[str] = []
+        self.seconds_per_sentence = seconds_per_sentence
+
+    def translate_detailed(self, lines, *, nbest, beam_size, return_attention):
+        self.started.set()
+        assert self.release.wait(30)
+        time.sleep(self.seconds_per_sentence * len(lines))
+        self.decoded += lines
+        return [[Translation(line.upper(), 0.0, 0.0, [], [], None)] for line in lines]
+
+
+ONE = Options(2, 1, False)
+
+
+def started_batcher(fake, **kwargs) -> tuple[Batcher, object]:
+    """A batcher whose worker is busy with a first request (decoding, blocked on fake.release)."""
+    batcher = Batcher(fake, max_batch=4, max_wait=0.0, **kwargs)
+    first = batcher.submit(["first"], ONE)
+    assert fake.started.wait(10)
+    return batcher, first
+
+
+def test_a_full_queue_refuses_at_once_with_a_time_to_come_back():
+    fake = Gated()
+    batcher, first = started_batcher(fake, max_queue=6)
+    queued = [batcher.submit([f"q{i}a", f"q{i}b"], ONE) for i in range(3)]  # 6 sentences wait
+    start = time.perf_counter()
+    with pytest.raises(Overloaded) as info:
+        batcher.submit(["one more"], ONE)
+    assert time.perf_counter() - start < 0.1 and info.value.retry_after >= 1
+    fake.release.set()
+    assert [h[0].text for h in first.result(10)] == ["FIRST"]
+    assert all(len(job.result(10)) == 2 for job in queued)
+    assert batcher.submit(["now there is room"], ONE).result(10)[0][0].text == "NOW THERE IS ROOM"
+    assert batcher.counts()["refused"] == 1
+    batcher.close()
+
+
+def test_the_expected_wait_bounds_the_queue():
+    fake = Gated(seconds_per_sentence=0.05)
+    fake.release.set()
+    batcher = Batcher(fake, max_batch=4, max_wait=0.0, max_queue_wait=1.0)
+    batcher.submit(["a", "b", "c", "d"], ONE).result(10)  # measures about 0.05 s a sentence at beam 2
+    fake.release.clear()
+    fake.started.clear()
+    blocked = batcher.submit(["e"], ONE)
+    assert fake.started.wait(10)
+    accepted = []
+    with pytest.raises(Overloaded) as info:
+        while len(accepted) < 20:
+            accepted.append(batcher.submit(["s"] * 4, ONE))  # about 0.2 s of decoding each
+    assert 2 <= len(accepted) <= 6 and 0.5 < batcher.expected_wait() <= 1.0 and info.value.retry_after >= 1
+    fake.release.set()
+    assert all(len(job.result(10)) == 4 for job in accepted) and blocked.result(10)
+    batcher.close()
+
+
+def test_work_of_a_request_given_up_is_never_decoded():
+    fake = Gated()
+    batcher, first = started_batcher(fake, max_queue=4)
+    gone = batcher.submit(["gone 1", "gone 2", "gone 3", "gone 4"], ONE)
+    with pytest.raises(Overloaded):
+        batcher.submit(["kept"], ONE)
+    batcher.abandon(gone)  # its client went away: its place in the queue is free at once
+    kept = batcher.submit(["kept"], ONE)
+    fake.release.set()
+    assert kept.result(10)[0][0].text == "KEPT" and first.result(10)
+    assert not any(line.startswith("gone") for line in fake.decoded)
+    assert batcher.counts()["dropped"] == 1
+    batcher.close()
+
+
+def test_a_request_is_abandoned_between_the_chunks_of_its_decoding():
+    fake = Gated()
+    fake.release.set()
+    batcher = Batcher(fake, max_batch=4, max_wait=0.0, beam_size=2)
+    seen = []
+    real = fake.translate_detailed
+
+    def decode_then_abandon(lines, **kwargs):
+        seen.append(len(lines))
+        if len(seen) == 2:
+            batcher.abandon(job)  # the client leaves while its request is being decoded
+        return real(lines, **kwargs)
+
+    fake.translate_detailed = decode_then_abandon
+    job = batcher.submit([f"s{i}" for i in range(40)], Options(8, 1, False))
+    with pytest.raises(CancelledError):
+        job.result(10)
+    batcher.close()
+    # Beam 8 on a batcher sized for 4 sentences at beam 2: one sentence a call; two were decoded.
+    assert seen == [1, 1] and len(fake.decoded) == 2
+
+
+def test_a_request_past_its_deadline_is_refused_and_dropped():
+    fake = Gated()
+    batcher, first = started_batcher(fake)
+    late = batcher.submit(["late"], ONE, timeout=0.05)
+    time.sleep(0.1)
+    fake.release.set()
+    with pytest.raises(Expired):
+        late.result(10)
+    assert first.result(10) and "late" not in fake.decoded and batcher.counts()["expired"] == 1
+    batcher.close()
+
+
+def test_stop_answers_the_batch_in_progress_and_refuses_the_queue_at_once():
+    fake = Gated()
+    batcher, first = started_batcher(fake)
+    queued = [batcher.submit([f"q{i}"], ONE) for i in range(20)]
+    batcher.stop()  # as SIGTERM does
+    for job in queued:
+        with pytest.raises(ShuttingDown):
+            job.result(5)
+    with pytest.raises(ShuttingDown):
+        batcher.submit(["after"], ONE)
+    fake.release.set()
+    assert first.result(10)[0][0].text == "FIRST"
+    batcher.close()
+    assert fake.decoded == ["first"]
+
+
+def gated_client(**limits) -> tuple[TestClient, Service, Gated]:
+    """The app around a Gated translator (no model): what the HTTP layer does under load."""
+    fake = Gated()
+    service = Service(["fake"], load_options={}, limits=Limits(max_sentences=8), beam_size=2, max_batch=4,
+                      max_wait=0.0, **limits)
+    service.load = lambda: None
+    client = TestClient(build_app(service)).__enter__()
+    service.translator = fake
+    service.batcher = Batcher(fake, max_batch=4, max_wait=0.0, max_queue=service.max_queue,
+                              max_queue_wait=service.max_queue_wait)
+    service.loaded.set()
+    return client, service, fake
+
+
+def test_overload_is_a_503_with_retry_after_at_once():
+    client, service, fake = gated_client(max_queue=8, max_queue_wait=None, timeout=30)
+    with ThreadPoolExecutor(4) as pool:
+        busy = [pool.submit(client.post, "/translate", json={"texts": ["a"] * 8})]
+        assert fake.started.wait(10)  # the first is being decoded
+        busy.append(pool.submit(client.post, "/translate", json={"texts": ["b"] * 8}))
+        deadline = time.monotonic() + 10
+        while service.batcher.counts()["queued_sentences"] < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the second waits: the queue is full
+        start = time.perf_counter()
+        refused = client.post("/translate", json={"text": "one more"})
+        assert time.perf_counter() - start < 1.0
+        assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+        assert "busy" in refused.json()["error"]
+        fake.release.set()
+        assert [r.result(30).status_code for r in busy] == [200, 200]
+    assert client.post("/translate", json={"text": "x"}).status_code == 200
+    assert service.batcher.counts()["refused"] == 1
+    client.__exit__(None, None, None)
+
+
+def test_a_request_over_its_deadline_gets_an_error_and_its_work_is_dropped():
+    client, service, fake = gated_client(max_queue=64, max_queue_wait=None, timeout=0.3)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client.post, "/translate", json={"text": "first"})
+        assert fake.started.wait(10)
+        late = client.post("/translate", json={"text": "late"})
+        assert late.status_code == 504 and "0.3 s" in late.json()["error"]
+        fake.release.set()
+        assert first.result(30).status_code == 504  # it waited too, while the gate was closed
+    time.sleep(0.2)
+    assert "late" not in fake.decoded
+    client.__exit__(None, None, None)
+
+
+def test_deeply_nested_json_is_a_4xx(client):
+    for body in (b"[" * 2000 + b"]" * 2000, b'{"text": ' + b"[" * 1500 + b"]" * 1500 + b"}"):
+        response = client.post("/translate", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and "nested too deeply" in response.json()["error"]
+    assert client.post("/translate", json={"text": "ka lo"}).json()["translation"] == "BETA ALPHA"
+
+
+def test_parse_request_turns_any_parser_failure_into_a_4xx(monkeypatch):
+    import seq2seq.serve as serve_module
+
+    def broken(body):
+        raise MemoryError("a parser that gives up")
+
+    monkeypatch.setattr(serve_module.json, "loads", broken)
+    with pytest.raises(serve_module.BadRequest) as info:
+        serve_module.parse_request(b'{"text": "a"}', Limits(), 1)
+    assert info.value.status == 400 and "cannot be parsed" in str(info.value)
+
+
+def raw_request(url: str, payload: dict) -> socket.socket:
+    """Send one POST /translate and return the open socket, without reading the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(payload).encode()
+    s = socket.create_connection((host, int(port)), timeout=30)
+    s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return s
+
+
+def test_work_of_clients_that_went_away_is_not_decoded(trained_run, synthetic_dir):
+    lines = (synthetic_dir / "test.src").read_text().splitlines()[:64]
+    proc, url = start_server(trained_run, "--max-queue", "2000", "--max-queue-wait", "0")
+    try:
+        sockets = [raw_request(url, {"texts": lines, "beam_size": 16}) for _ in range(10)]
+        time.sleep(0.5)
+        for s in sockets:
+            s.close()  # every client gives up
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url + "/info", timeout=30) as r:
+                queue = json.loads(r.read())["queue"]
+            if queue["queued_sentences"] == 0 and queue["in_progress_sentences"] == 0:
+                break
+            time.sleep(0.2)
+        assert queue["dropped"] >= 5, queue  # the worker was busy with the first one or two
+        with urllib.request.urlopen(url + "/info", timeout=30) as r:
+            assert json.loads(r.read())["batching"]["sentences"] <= 5 * 64
+        assert post(url, {"text": "ka lo"}, timeout=30)["translation"] == "BETA ALPHA"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_the_load_test_script_shows_the_service_under_overload(trained_run, synthetic_dir, tmp_path):
+    lines = tmp_path / "in.txt"
+    lines.write_text("\n".join((synthetic_dir / "test.src").read_text().splitlines()[:24]) + "\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "serve_load.py"
+    proc = subprocess.run([sys.executable, str(script), "--model", str(trained_run), "--input", str(lines), "--out",
+                           str(tmp_path / "out"), "--overload", "--flood-clients", "12", "--give-up", "1",
+                           "--fuzz", "60", "--beam-size", "3"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    o = results["overload"]
+    assert sum(o["flood_statuses"].values()) == 12 and o["flood_statuses"].get("503", 0) >= 1
+    for good in (o["good_during_flood"], o["good_after_flood"]):
+        assert good["statuses"][-1] == 200 and good["equals_offline"] and good["until_200_s"] < 10, good
+        assert good["statuses"][0] == 200 or good["first_answer_s"] < 1.0, good  # a 503 comes at once
+    assert o["sigterm_exit_s"] is not None and o["sigterm_exit_s"] < 15
+    assert results["fuzz"]["server_5xx"] == 0 and results["rounds"] == []
+    assert "Overload: 12 clients" in (tmp_path / "out" / "results.md").read_text()

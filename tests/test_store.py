@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config_dict, write_synthetic
+from conftest import small_filesystem, tiny_config_dict, write_synthetic
 from seq2seq.cli import main
 from seq2seq.config import config_from_dict
 from seq2seq.data import epoch_batches, tag_sources
@@ -192,6 +192,34 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_no_store(tmp_path, s
     assert not RunDir(run).prepared.exists() and not list(run.glob(".prepared.tmp*"))
     with pytest.raises(TrainingError):
         prepare(config_from_dict(tiny_config_dict(synthetic_dir)), run, quiet=True)
+
+
+def test_a_real_full_filesystem_while_preparing_is_one_line_and_leaves_no_store(tmp_path, synthetic_dir, capsys):
+    with small_filesystem(tmp_path / "fs", "64k") as fs:
+        config = tmp_path / "c.yaml"
+        config.write_text(json.dumps(tiny_config_dict(synthetic_dir, data={"cache_dir": str(fs / "cache")})))
+        assert main(["prepare", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "the disk is full while writing the prepared store" in err[0], err
+        assert str(fs / "cache") in err[0] and "free space there" in err[0]
+        assert list((fs / "cache").iterdir()) == [], "nothing half-written may stay"
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error"), OSError(errno.EROFS, "Read-only file system")],
+                         ids=["EIO", "EROFS"])
+def test_any_failure_while_writing_the_store_is_one_line(tmp_path, synthetic_dir, capsys, monkeypatch, error):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps(tiny_config_dict(synthetic_dir)))
+
+    def write(self, side, seqs):
+        raise error
+
+    monkeypatch.setattr(format_module.Writer, "write", write)
+    run = tmp_path / "run"
+    assert main(["prepare", "--config", str(config), "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{RunDir(run).prepared}: cannot write the prepared store ({error.strerror})" in err[0]
+    assert not RunDir(run).prepared.exists() and not list(run.glob(".prepared.tmp*"))
 
 
 def test_a_model_too_large_for_memory_is_one_line(tmp_path, synthetic_dir, capsys, monkeypatch):

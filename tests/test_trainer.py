@@ -190,3 +190,42 @@ def test_drop_unseen_with_shared_embeddings_keeps_one_list_for_both_sides(tmp_pa
     full = Tokenizer(tmp_path / "spm.joint.model")
     for line in (src[0], tgt[0]):
         assert src_tok.pieces(src_tok.encode(line)) == full.pieces(full.encode(line))
+
+
+def test_the_training_log_reads_the_device_once_per_settling():
+    from types import SimpleNamespace
+
+    from seq2seq.profiling import count_ops
+    from seq2seq.start import Progress
+    from seq2seq.trainer import TrainLog
+    from seq2seq.update import UpdateResult
+    session = SimpleNamespace(cfg=SimpleNamespace(training=SimpleNamespace(tensorboard=False)), progress=Progress())
+    logger = TrainLog(session)
+    logger.start_epoch()
+    no, yes = torch.tensor(False), torch.tensor(True)
+    results = [UpdateResult(torch.tensor(6.0), 10, 0, no, no), UpdateResult(torch.tensor(float("nan")), 7, 0, yes, no),
+               UpdateResult(torch.tensor(3.0), 5, 0, yes, yes), UpdateResult(torch.tensor(4.0), 10, 0, no, no)]
+    with count_ops() as adding:
+        for r in results:
+            logger.add(r)
+            session.progress.step += 1
+    assert adding.syncs == 0, adding.sites
+    with count_ops() as settling:
+        logger.settle()
+    assert settling.syncs == 1, settling.sites
+    assert logger.window_loss() == 10.0 / 20  # the skipped updates' losses are left out
+    assert logger.skipped == 2 and logger.tokens == 32
+    assert session.progress.nonfinite_in_a_row == 0  # the overflow does not count, the applied update resets
+
+
+def test_prefetched_batches_change_nothing(tmp_path, data_dir, full_run, monkeypatch):
+    # The same run with the batches built in the loop's own thread: losses and weights are the same.
+    import contextlib
+
+    from seq2seq import trainer as trainer_module
+    monkeypatch.setattr(trainer_module, "prefetch", lambda items, pin: contextlib.nullcontext(items))
+    train(config(data_dir), tmp_path / "inline", quiet=True)
+    assert_same_weights(weights(tmp_path / "inline"), weights(full_run))
+    losses = [json.loads(line)["loss"] for line in (full_run / "train.jsonl").read_text().splitlines()]
+    inline = [json.loads(line)["loss"] for line in (tmp_path / "inline" / "train.jsonl").read_text().splitlines()]
+    assert inline == losses and len(losses) > 0

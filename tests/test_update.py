@@ -1,11 +1,14 @@
 """The training loss: the hand-written label-smoothed cross-entropy must give torch's values
-and gradients, with padding ignored."""
+and gradients, with padding ignored. The update: it never waits for the device (the profiler
+counts its host syncs), and a non-finite one changes nothing."""
 import pytest
 import torch
 import torch.nn.functional as F
 
+from seq2seq import update as update_module
+from seq2seq.profiling import count_ops
 from seq2seq.tokenizer import PAD
-from seq2seq.update import token_loss
+from seq2seq.update import token_loss, update
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
@@ -42,3 +45,67 @@ def test_token_loss_in_float32_stays_close_and_keeps_dtype():
     assert grad.dtype == torch.float32
     # torch's and our float32 softmax round differently, and by CPU (about 2e-5 relative on AVX2).
     torch.testing.assert_close(grad, logits.grad, rtol=1e-4, atol=1e-6)
+
+
+# -- a training update never waits for the device ---------------------------------------------
+
+def small_model(cell: str, input_feeding: bool = True):
+    from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+    from seq2seq.model import build_model
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=16, hidden_size=16, dropout=0.1),
+                      decoder=DecoderConfig(cell=cell, emb_size=16, hidden_size=32, num_layers=2, dropout=0.1,
+                                            input_feeding=input_feeding))
+    return build_model(cfg, src_vocab_size=50, tgt_vocab_size=60).train()
+
+
+def small_batches(count: int, seed: int = 0):
+    import random
+    from seq2seq.data import ParallelData, make_batch
+    rng = random.Random(seed)
+    pairs = [([rng.randrange(4, 50) for _ in range(rng.randint(1, 9))],
+              [rng.randrange(4, 60) for _ in range(rng.randint(1, 9))]) for _ in range(8 * count)]
+    data = ParallelData([s for s, _ in pairs], [t for _, t in pairs])
+    return [make_batch(data, range(8 * i, 8 * i + 8)) for i in range(count)]
+
+
+def adam(model):
+    # As start.build_optimizer makes it: fused, so the skip is decided on the device.
+    return torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_training_update_reads_nothing_back_from_the_device(cell, monkeypatch):
+    model = small_model(cell)
+    optimizer = adam(model)
+    batches = small_batches(4)
+    options = dict(clip_norm=1.0, label_smoothing=0.1, accum_steps=2)
+    update(model, optimizer, batches[:2], **options)  # the optimizer's state is made on the first step
+    nan_loss = {"on": False}
+    real = update_module.token_loss
+    monkeypatch.setattr(update_module, "token_loss",
+                        lambda *a: real(*a) * float("nan") if nan_loss["on"] else real(*a))
+    with count_ops() as counts:
+        result = update(model, optimizer, batches[2:], **options)
+        nan_loss["on"] = True
+        skipped = update(model, optimizer, batches[:2], **options)  # a NaN loss: skipped on the device
+    assert counts.syncs == 0, counts.sites
+    assert not result.skipped and skipped.skipped and not skipped.overflow
+    assert torch.isfinite(result.loss_sum) and result.tokens == sum(b.num_tgt_tokens for b in batches[2:])
+
+
+def test_a_skipped_update_changes_neither_weights_nor_optimizer_state(monkeypatch):
+    model = small_model("lstm")
+    optimizer = adam(model)
+    batches = small_batches(2)
+    update(model, optimizer, batches[:1], clip_norm=1.0, label_smoothing=0.0)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {k: {n: t.clone() for n, t in v.items()} for k, v in optimizer.state_dict()["state"].items()}
+    real = update_module.token_loss
+    monkeypatch.setattr(update_module, "token_loss", lambda *a: real(*a) * float("inf"))
+    result = update(model, optimizer, batches[1:], clip_norm=1.0, label_smoothing=0.0)
+    assert result.skipped
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    for k, v in optimizer.state_dict()["state"].items():
+        assert all(torch.equal(state[k][n], t) for n, t in v.items()), k  # step counts included
+    assert all(p.grad is None for p in model.parameters())

@@ -239,7 +239,7 @@ def test_plot_without_matplotlib_is_a_one_line_error(trained_run, tmp_path):
     proc = run_cli("plot", trained_run, check=False, extra_path=tmp_path / "fake")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "seq2seq plot: error: plotting needs matplotlib: pip install 'seq2seq[plot]' (or pip install matplotlib)"]
+        "seq2seq plot: error: plotting needs matplotlib: pip install 'seq2seq-rnn[plot]' (or pip install matplotlib)"]
 
 
 def test_plot_of_a_directory_without_metrics(tmp_path):

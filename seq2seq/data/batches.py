@@ -3,11 +3,15 @@ held as arrays (a corpus of millions of pairs costs a few bytes a pair, not a Py
 and the padded tensors of one batch."""
 from __future__ import annotations
 
+import queue
 import random
+import threading
 from array import array
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterable, Iterator, Protocol, Sequence, TypeVar
 
+import numpy as np
 import torch
 
 from ..tokenizer import BOS, EOS, PAD
@@ -28,6 +32,11 @@ class Pairs(Protocol):
 
     def pair(self, i: int) -> tuple[list[int], list[int]]: ...
 
+    def ids(self, side: str, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids of pairs `indices` (n,) on `side` ("src" or "tgt"), one pair after another
+        (total,), and their lengths (n,), both int64."""
+        ...
+
 
 @dataclass
 class Batch:
@@ -37,33 +46,55 @@ class Batch:
     tgt_in: torch.Tensor     # (batch, tgt_len + 1) BOS + target
     tgt_out: torch.Tensor    # (batch, tgt_len + 1) target + EOS
     indices: list[int]       # positions of these pairs in the dataset
-
-    @property
-    def num_tgt_tokens(self) -> int:
-        return int((self.tgt_out != PAD).sum())
+    # Target tokens, EOS included: counted on the host when the batch is made, so that a
+    # training update never reads it back from the device.
+    num_tgt_tokens: int
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.src.to(device, non_blocking=True), self.src_lengths,
                      self.tgt_in.to(device, non_blocking=True), self.tgt_out.to(device, non_blocking=True),
-                     self.indices)
+                     self.indices, self.num_tgt_tokens)
+
+    def pin_memory(self) -> "Batch":
+        """The same batch in page-locked memory, so that .to(cuda) copies without blocking."""
+        return Batch(self.src.pin_memory(), self.src_lengths, self.tgt_in.pin_memory(), self.tgt_out.pin_memory(),
+                     self.indices, self.num_tgt_tokens)
+
+
+def pad_flat(flat: torch.Tensor, lengths: torch.Tensor, *, bos: bool = False, eos: bool = False) -> torch.Tensor:
+    """Sequences stored one after another, flat (sum(lengths),) with lengths (n,), as one
+    PAD-filled (n, longest + bos + eos) tensor, with BOS before and/or EOS after each."""
+    n = lengths.numel()
+    width = (int(lengths.max()) if n else 0) + bos + eos
+    out = torch.full((n, width), PAD, dtype=torch.long)
+    columns = torch.arange(width)
+    # Row-major order of the mask is the order of the flat ids.
+    out[(columns >= bos) & (columns < lengths.unsqueeze(1) + bos)] = flat
+    if bos:
+        out[:, 0] = BOS
+    if eos:
+        out[torch.arange(n), lengths + bos] = EOS
+    return out
 
 
 def pad(seqs: Sequence[Sequence[int]]) -> torch.Tensor:
     """Stack id lists into a (len(seqs), longest) tensor filled with PAD."""
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), PAD, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
+    flat = torch.tensor(list(chain.from_iterable(seqs)), dtype=torch.long)
+    return pad_flat(flat, torch.tensor([len(s) for s in seqs], dtype=torch.long))
 
 
 def make_batch(data: Pairs, indices: Sequence[int]) -> Batch:
-    pairs = [data.pair(i) for i in indices]
+    """The padded batch of pairs `indices`: each field built as one tensor from the pairs' ids."""
+    index = np.asarray(indices, dtype=np.int64)
+    src, src_lengths = data.ids("src", index)
+    tgt, tgt_lengths = data.ids("tgt", index)
     return Batch(
-        src=pad([s for s, _ in pairs]),
-        src_lengths=torch.tensor([len(s) for s, _ in pairs], dtype=torch.long),
-        tgt_in=pad([[BOS] + t for _, t in pairs]),
-        tgt_out=pad([t + [EOS] for _, t in pairs]),
-        indices=list(indices),
+        src=pad_flat(src, src_lengths),
+        src_lengths=src_lengths,
+        tgt_in=pad_flat(tgt, tgt_lengths, bos=True),
+        tgt_out=pad_flat(tgt, tgt_lengths, eos=True),
+        indices=index.tolist(),
+        num_tgt_tokens=int(tgt_lengths.sum()) + len(index),
     )
 
 
@@ -180,3 +211,60 @@ def groups(items: Iterable[T], size: int) -> Iterator[list[T]]:
 def iterate_batches(data: Pairs, batches: Sequence[Sequence[int]], start: int = 0) -> Iterator[Batch]:
     for k in range(start, len(batches)):
         yield make_batch(data, batches[k])
+
+
+_END = object()  # the end of a prefetched stream
+
+
+class Prefetcher:
+    """Iterates `items` in a background thread, at most `ahead` items in front of the loop that
+    consumes them, so that building the next batches overlaps the current update. The items and
+    their order are exactly the iterator's own; an error raised while building surfaces in the
+    consumer. Use as a context manager: leaving it stops the thread, even mid-stream."""
+
+    def __init__(self, items: Iterable[T], *, ahead: int = 2, pin: bool = False):
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._pin = pin
+        self._thread = threading.Thread(target=self._fill, args=(iter(items),), name="batches", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if self._pin:  # page-locked, so that the copy to the GPU does not block
+                    item = [b.pin_memory() for b in item] if isinstance(item, list) else item.pin_memory()
+                if not self._put((item, None)):
+                    return
+            self._put((_END, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._put((_END, e))
+
+    def __iter__(self):
+        while True:
+            item, error = self._queue.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

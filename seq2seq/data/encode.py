@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from itertools import chain
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from ..config import DataConfig
@@ -115,6 +117,12 @@ class ParallelData:
 
     def pair(self, i: int) -> tuple[list[int], list[int]]:
         return self.src[i], self.tgt[i]
+
+    def ids(self, side: str, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids of pairs `indices` (n,) on `side`, one pair after another (total,), and their lengths (n,)."""
+        rows = [(self.src if side == "src" else self.tgt)[i] for i in indices.tolist()]
+        return (torch.tensor(list(chain.from_iterable(rows)), dtype=torch.long),
+                torch.tensor([len(r) for r in rows], dtype=torch.long))
 
 
 def encode_parallel(src_lines: Sequence[str], tgt_lines: Sequence[str], src_tok: Tokenizer, tgt_tok: Tokenizer,

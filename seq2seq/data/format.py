@@ -19,6 +19,7 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 STORE_VERSION = 1  # part of every fingerprint: a new layout makes old stores out of date
@@ -66,6 +67,7 @@ class Store:
     src_lens: torch.Tensor
     tgt_lens: torch.Tensor
     _fds: dict = field(default_factory=dict, repr=False)
+    _maps: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, directory: Path) -> "Store":
@@ -96,6 +98,26 @@ class Store:
 
     def pair(self, i: int) -> tuple[list[int], list[int]]:
         return self._ids("src", i), self._ids("tgt", i)
+
+    def _map(self, name: str, dtype: np.dtype) -> np.ndarray:
+        # Mapped lazily and per process, as the file descriptors above are.
+        key = (os.getpid(), name)
+        if key not in self._maps:
+            path = self.directory / name
+            self._maps[key] = (np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size
+                               else np.zeros(0, dtype=dtype))
+        return self._maps[key]
+
+    def ids(self, side: str, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids of pairs `indices` (n,) on `side`, one pair after another (total,), and their
+        lengths (n,): a few array reads through the page cache instead of four reads a pair."""
+        offsets = self._map(f"{side}.off", np.dtype("<i8"))
+        ids = self._map(f"{side}.ids", np.dtype(self.meta["id_type"]))
+        starts, ends = offsets[indices], offsets[indices + 1]
+        lengths = ends - starts
+        before = np.cumsum(lengths) - lengths  # where each pair begins in the flat result
+        flat = ids[np.repeat(starts - before, lengths) + np.arange(int(lengths.sum()))]
+        return torch.from_numpy(np.asarray(flat, dtype=np.int64)), torch.from_numpy(np.asarray(lengths, dtype=np.int64))
 
     def corpus_ranges(self) -> list[tuple[int, int]]:
         """[start, end) of each corpus's pairs: corpora are stored one after another."""

@@ -134,11 +134,15 @@ def prepare_store(data: DataConfig, directory: Path, src_tok: Tokenizer, tgt_tok
         seconds = time.perf_counter() - start
         log.info("prepared %s of %s pairs into %s in %.0f s (%.0f pairs/s)", f"{total.kept:,}", f"{total.read:,}",
                  directory, seconds, total.read / max(seconds, 1e-9))
-    except OSError as e:
+    except OSError as e:  # whatever the OS says; the temporary directory goes (finally), nothing half-written stays
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise TrainingError(f"{directory.parent}: the disk is full while writing the prepared store; free "
-                                f"space there or set data.cache_dir to a directory on a larger disk") from None
-        raise
+            shutil.rmtree(tmp, ignore_errors=True)  # first, so the free space below counts what it took
+            free = shutil.disk_usage(directory.parent).free / 1e6
+            raise TrainingError(f"{directory.parent}: the disk is full while writing the prepared store ({free:.1f} "
+                                f"MB free); free space there or set data.cache_dir to a directory on a larger "
+                                f"disk") from None
+        raise TrainingError(f"{directory}: cannot write the prepared store ({e.strerror or e}); check that "
+                            f"filesystem or set data.cache_dir to another directory") from None
     finally:
         if pool is not None:
             pool.terminate()

@@ -119,6 +119,18 @@ def corpus_files(data: DataConfig, corpus: TrainCorpus) -> tuple[str, str]:
     return f"{corpus.path}.{data.src_lang}", f"{corpus.path}.{data.tgt_lang}"
 
 
+def check_files_exist(data: DataConfig) -> None:
+    """Every training and validation file is there, or a DataError naming the first missing one,
+    its config key, and for Multi30k's paths the script that downloads it."""
+    wanted = [(f"data.train[{i}]", name) for i, c in enumerate(data.train) for name in corpus_files(data, c)]
+    wanted += [("data.valid", f"{data.valid}.{lang}") for lang in (data.src_lang, data.tgt_lang)]
+    for key, name in wanted:
+        if not Path(name).exists():
+            hint = (" (get Multi30k, which the shipped configs read from data/multi30k, with scripts/get_multi30k.sh "
+                    "from the seq2seq repository)" if "multi30k" in name.lower() else "")
+            raise DataError(f"{name}: file not found ({key} in the config){hint}")
+
+
 def corpus_name(data: DataConfig, corpus: TrainCorpus) -> str:
     """A training corpus as logs and errors name it: PREFIX.{SRC_LANG,TGT_LANG}."""
     return f"{corpus.path}.{{{data.src_lang},{data.tgt_lang}}}"

@@ -1,0 +1,97 @@
+"""What a piece of code asks of the device, counted with torch.profiler: operator calls, and
+host syncs (reads of a device value, after which the host waits until the device has caught
+up). The tests that hold the training update and the search loops to their sync budgets and
+scripts/step_ops.py count with it. On a CPU run nothing waits, but the same reads show up as
+the same operators, so the count says what a GPU run would do."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+# Operators that read a device value on the host: item() and every int(), float() and bool()
+# of a tensor end in _local_scalar_dense; the others must learn a size from the data.
+SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2",
+                      "aten::unique_dim", "aten::unique_consecutive"})
+# Reads that a CPU run shows but that are no syncs on a GPU: a PackedSequence keeps its batch
+# sizes on the CPU (torch's RNN modules read them, and so does the encoder's recurrence written
+# out, which only CPUs run), and the CPU kernels of fused optimizers read their step count and
+# skip flag on the host, where the CUDA kernels read them on the device.
+HOST_SIDE_FRAMES = ("torch/nn/modules/rnn.py", "torch/nn/utils/rnn.py", "written_out_rnn")
+HOST_SIDE_OPS = frozenset({"aten::_fused_adam_", "aten::_fused_adamw_", "aten::_fused_sgd_",
+                           "aten::_fused_adagrad_"})
+# Copies to the host for which a CPU run records no operator at all: counted by wrapping them
+# while counting. (numpy(force=True) copies once, where .cpu().numpy() would count twice.)
+HOST_COPIES = ("tolist", "cpu", "numpy")
+
+
+@dataclass
+class OpCounts:
+    ops: int = 0                                     # aten operator calls, nested ones included
+    syncs: int = 0                                   # host syncs, the host-side reads above excepted
+    sites: Counter = field(default_factory=Counter)  # syncs by operator and the innermost frame of ours
+
+
+def _ancestors(event) -> Iterator[str]:
+    parent = event.cpu_parent
+    while parent is not None:
+        yield parent.name
+        parent = parent.cpu_parent
+
+
+def _site(event, above: list[str]) -> str:
+    # With with_stack, the Python frames an operator runs in are its ancestors, named "file(line): function".
+    ours = [name for name in above if "seq2seq/" in name or "scripts/" in name]
+    return f"{event.name} in {ours[0] if ours else '?'}"
+
+
+@contextmanager
+def _count_host_copies(counts: OpCounts) -> Iterator[None]:
+    saved = {name: torch.Tensor.__dict__.get(name) for name in HOST_COPIES}
+
+    def counted(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def copy(self, *args, **kwargs):
+            frame = sys._getframe(1)
+            caller = f"{frame.f_code.co_filename}({frame.f_lineno}): {frame.f_code.co_name}"
+            if not any(f in caller for f in HOST_SIDE_FRAMES):
+                counts.syncs += 1
+                counts.sites[f"Tensor.{name} in {caller}"] += 1
+            return original(self, *args, **kwargs)
+        return copy
+
+    for name in HOST_COPIES:
+        setattr(torch.Tensor, name, counted(name))
+    try:
+        yield
+    finally:
+        for name, original in saved.items():
+            if original is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, original)
+
+
+@contextmanager
+def count_ops() -> Iterator[OpCounts]:
+    """Counts the operator calls and host syncs of the code run inside; filled in on exit."""
+    counts = OpCounts()
+    with profile(activities=[ProfilerActivity.CPU], with_stack=True) as prof, _count_host_copies(counts):
+        yield counts
+    for event in prof.events():
+        if not event.name.startswith("aten::"):  # Python frames, autograd nodes, optimizer steps
+            continue
+        counts.ops += 1
+        if event.name not in SYNC_OPS:
+            continue
+        above = list(_ancestors(event))
+        if any(name in HOST_SIDE_OPS for name in above) or any(f in name for name in above for f in HOST_SIDE_FRAMES):
+            continue
+        counts.syncs += 1
+        counts.sites[_site(event, above)] += 1
