@@ -1,9 +1,11 @@
 """Self-describing checkpoints: what one holds, written atomically and loaded without executing code.
 
 Every checkpoint holds `format`, `format_version`, `config` (the resolved config as a dict),
-`model` (the unwrapped model's weights), `step`, `epoch` and `best_score`. A run's last.pt adds
-the training state --resume needs (TRAINING_STATE: optimizer, schedule, progress, random
-streams, fp16's loss scale); an averaged checkpoint adds `averaged_from`. This module is the one
+`model` (the unwrapped model's weights: the ones to translate with, the moving average when
+training.ema_decay is set), `step`, `epoch` and `best_score`. A run's last.pt adds the training
+state --resume needs (TRAINING_STATE: optimizer, schedule, progress, random streams, fp16's loss
+scale, and with a moving average `raw_model`, the trained weights themselves); an averaged
+checkpoint adds `averaged_from`. This module is the one
 place that writes, reads and filters these fields.
 """
 from __future__ import annotations
@@ -101,7 +103,7 @@ def _tensor_bytes(value: Any) -> int:
 
 
 # What --resume needs beyond the weights; averaging and weights-only checkpoints leave it out.
-TRAINING_STATE = ("optimizer", "scheduler", "progress", "rng", "scaler")
+TRAINING_STATE = ("optimizer", "scheduler", "progress", "rng", "scaler", "raw_model")
 
 
 def weights_payload(model: torch.nn.Module, config: dict, *, step: int, epoch: int,
@@ -112,9 +114,10 @@ def weights_payload(model: torch.nn.Module, config: dict, *, step: int, epoch: i
 
 
 def training_payload(model: torch.nn.Module, config: dict, *, progress: dict, optimizer, scheduler,
-                     scaler=None) -> dict[str, Any]:
+                     scaler=None, raw_model: torch.nn.Module | None = None) -> dict[str, Any]:
     """A weights payload plus the full training state (last.pt): optimizer, schedule, progress,
-    the random streams and the loss scale, through their public state_dicts."""
+    the random streams and the loss scale, through their public state_dicts. `raw_model`: the
+    trained weights when `model` holds their moving average."""
     payload = weights_payload(model, config, step=progress["step"], epoch=progress["epoch"],
                               best_score=progress["best_score"])
     payload.update({
@@ -125,6 +128,8 @@ def training_payload(model: torch.nn.Module, config: dict, *, progress: dict, op
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "scaler": scaler.state_dict() if scaler is not None else None,
     })
+    if raw_model is not None:
+        payload["raw_model"] = unwrap(raw_model).state_dict()
     return payload
 
 

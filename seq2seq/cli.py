@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -207,19 +208,34 @@ def cmd_serve(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics import score_all
+    from .metrics import LITERATURE_LABEL, MOSES_EXTRA, literature_bleu, score_all
     hyps, _ = read_lines(args.hyp)
     refs, _ = read_lines(args.ref)
     if len(hyps) != len(refs):
         raise DataError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}")
     scores = score_all(hyps, refs)
+    # The reference's language from its name (data files are PREFIX.LANG) unless --lang says it.
+    suffix = Path(args.ref).suffix[1:]
+    lang = args.lang or (suffix if re.fullmatch(r"[a-z]{2}", suffix) else None)
+    literature, note = None, None
+    if lang is None:
+        note = "not computed: give the target language with --lang (the reference file has no .LANG ending)"
+    else:
+        try:
+            literature = literature_bleu(hyps, refs, lang)
+        except ImportError:
+            note = f"not computed: it needs sacremoses ({MOSES_EXTRA})"
     if args.json:
-        print(json.dumps({k: v for k, v in scores.items() if not k.endswith("_text")}, indent=2))
+        print(json.dumps({**{k: v for k, v in scores.items() if not k.endswith("_text")},
+                          "bleu_literature": literature, "bleu_literature_label": LITERATURE_LABEL,
+                          "bleu_literature_lang": lang, **({"bleu_literature_note": note} if note else {})}, indent=2))
     else:
         print(f"BLEU            {scores['bleu']:.2f}  {scores['bleu_signature']}")
         print(f"BLEU lowercased {scores['bleu_lowercase']:.2f}  {scores['bleu_lowercase_signature']}")
         print(f"chrF            {scores['chrf']:.2f}  {scores['chrf_signature']}")
         print(scores["bleu_text"])
+        figure = note or f"{literature:.2f} (Moses tokenizer: {lang})"
+        print(f"{LITERATURE_LABEL}: {figure}")
     return 0
 
 
@@ -357,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyp", required=True, help="hypotheses, one per line")
     p.add_argument("--ref", required=True, help="references, one per line")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--lang", help="target language for the literature BLEU's Moses tokenizer (default: the "
+                                  "reference file's ending, e.g. de for test.de)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("plot", help="draw learning curves (PNG) from RUN_DIR/metrics.jsonl (needs matplotlib)")

@@ -27,10 +27,11 @@ SEED_MAX = 2**32 - 1            # the seed is combined with ranks and steps belo
 SPM_VOCAB_MAX = 1_952_257_860
 
 def _opt(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-         min_exclusive: bool = False, shorthand: str | None = None) -> Any:
+         min_exclusive: bool = False, max_exclusive: bool = False, shorthand: str | None = None) -> Any:
     """A dataclass field carrying its help text and numeric range (for validation and docs);
     `shorthand`: a list-of-sections field also takes a string, as [{SHORTHAND: string}]."""
-    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive, "shorthand": shorthand}
+    meta = {"help": help, "min": min, "max": max, "min_exclusive": min_exclusive, "max_exclusive": max_exclusive,
+            "shorthand": shorthand}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -94,7 +95,16 @@ class EncoderConfig:
                             max=SIZE_MAX)
     num_layers: int = _opt(1, "stacked recurrent layers", min=1, max=1000)
     bidirectional: bool = _opt(True, "read the source in both directions")
-    dropout: float = _opt(0.3, "dropout on embeddings, between layers and on the outputs", min=0.0, max=1.0)
+    dropout: float = _opt(0.3, "dropout between layers, and on the embeddings and outputs where emb_dropout and "
+                          "output_dropout are null", min=0.0, max=1.0)
+    emb_dropout: Optional[float] = _opt(None, "dropout on the source embeddings (null: dropout)", min=0.0, max=1.0)
+    output_dropout: Optional[float] = _opt(None, "dropout on the encoder's outputs, the memory the attention reads "
+                                           "(null: dropout)", min=0.0, max=1.0)
+    word_dropout: float = _opt(0.0, "share of source positions whose whole embedding is zeroed in training "
+                               "(Marian's word dropout; padding is never dropped)", min=0.0, max=1.0,
+                               max_exclusive=True)
+    layer_norm: bool = _opt(False, "layer-normalize the input and recurrent gate pre-activations of every cell "
+                            "(runs the recurrence written out, also on a GPU; cannot be exported to ONNX)")
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,15 @@ class DecoderConfig:
         "additive", "additive (Bahdanau/MLP), dot or general (Luong)")
     input_feeding: bool = _opt(True, "feed the previous attentional vector into the next step")
     init: Literal["bridge", "zeros"] = _opt("bridge", "initial state: learned bridge from the encoder, or zeros")
-    dropout: float = _opt(0.3, "dropout on embeddings, between layers and before the output layer", min=0.0, max=1.0)
+    dropout: float = _opt(0.3, "dropout between layers, and on the embeddings and before the output layer where "
+                          "emb_dropout and output_dropout are null", min=0.0, max=1.0)
+    emb_dropout: Optional[float] = _opt(None, "dropout on the target embeddings (null: dropout)", min=0.0, max=1.0)
+    output_dropout: Optional[float] = _opt(None, "dropout on the attentional vector: the pre-output, which input "
+                                           "feeding also passes on (null: dropout)", min=0.0, max=1.0)
+    word_dropout: float = _opt(0.0, "share of target input positions whose whole embedding is zeroed in training "
+                               "(Marian's word dropout; padding is never dropped)", min=0.0, max=1.0,
+                               max_exclusive=True)
+    layer_norm: bool = _opt(False, "layer-normalize the input and recurrent gate pre-activations of every cell")
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,13 @@ class TrainingConfig:
     loss_normalization: Literal["tokens", "sentences"] = _opt(
         "tokens", "divide the summed loss of a batch by its target tokens or by its sentences")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy", min=0.0, max=1.0)
+    ema_decay: Optional[float] = _opt(
+        None, "keep an exponential moving average of the weights (Marian's exponential smoothing), updated after "
+        "every update with decay min(ema_decay, (1 + n) / (10 + n)), n: updates since ema_start; validation, "
+        "best.pt and the final model use it (null: off; e.g. 0.9999)", min=0.0, max=1.0, min_exclusive=True,
+        max_exclusive=True)
+    ema_start: int = _opt(0, "ema_decay: for this many updates the average is a copy of the weights; it starts "
+                          "averaging after them", min=0, max=COUNT_MAX)
     scheduler: Literal["constant", "plateau"] = _opt("constant", "learning-rate schedule")
     plateau_factor: float = _opt(0.5, "plateau: multiply the rate by this on a plateau", min=0.0, max=1.0,
                                  min_exclusive=True)
@@ -173,6 +198,10 @@ class TrainingConfig:
                                    max=COUNT_MAX)
     keep_best: int = _opt(3, "how many best checkpoints to keep besides best.pt and last.pt", min=0,
                          max=COUNT_MAX)
+    average_checkpoints: Optional[int] = _opt(
+        None, "at the end of training average the K best kept checkpoints into averaged.pt and validate it; "
+        "when it scores at least as well as best.pt it becomes best.pt, what translate uses (null: off; "
+        "needs keep_best >= K; 0 is off too)", min=0, max=COUNT_MAX)
     tensorboard: bool = _opt(False, "also log to RUN_DIR/tensorboard (needs the tensorboard package)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _opt(
         "fp32", "float type of the matrix products: fp32; bf16 or fp16 (mixed precision: weights, optimizer "
@@ -325,8 +354,9 @@ def _check_value(path: str, tp: Any, value: Any, meta: dict) -> Any:
     if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
         relation = "greater than" if meta.get("min_exclusive") else "at least"
         raise ConfigError(f"{path}: must be {relation} {lo}, got {value!r}")
-    if hi is not None and value > hi:
-        raise ConfigError(f"{path}: must be at most {hi}, got {value!r}")
+    if hi is not None and (value > hi or (meta.get("max_exclusive") and value == hi)):
+        relation = "less than" if meta.get("max_exclusive") else "at most"
+        raise ConfigError(f"{path}: must be {relation} {hi}, got {value!r}")
     return value
 
 
@@ -375,6 +405,13 @@ def _cross_check(cfg: Config) -> None:
         raise ConfigError("model.decoder.attention: 'dot' needs the encoder output size "
                           f"({enc_out}) to equal model.decoder.hidden_size ({m.decoder.hidden_size}); "
                           "use 'general' or 'additive'")
+    if t.average_checkpoints == 1:
+        raise ConfigError("training.average_checkpoints: averaging needs at least 2 checkpoints (0 or null: off)")
+    if t.average_checkpoints is not None and t.keep_best < t.average_checkpoints:
+        raise ConfigError(f"training.average_checkpoints: averaging {t.average_checkpoints} checkpoints needs "
+                          f"training.keep_best >= {t.average_checkpoints} (got {t.keep_best})")
+    if t.ema_decay is None and t.ema_start:
+        raise ConfigError("training.ema_start: only used with training.ema_decay")
     if t.batch_tokens is None and t.batch_size is None:
         raise ConfigError("training.batch_tokens: set batch_tokens, batch_size or both")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):

@@ -8,11 +8,14 @@ once, and runs each step in few operators: the products through recurrence.StepL
 cell as one autograd node (a fused kernel on CUDA), the attention as one node
 (attention.StepAttention). Decoding runs the same cell and attention functions (`lstm_layers`,
 `gru_layers`, `attentional_vector`) from its own object, decoding.DecodingModel, with the plain
-maths an export traces.
+maths an export traces. A layer-normalized decoder (`layer_norm`) has its own step functions,
+`lstm_norm_layers` and `gru_norm_layers`: the normalization needs the input and recurrent
+products apart, and the biases after it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Mapping, Optional, Sequence
 
 import torch
@@ -21,8 +24,9 @@ from torch import nn
 
 from .attention import StepAttention, build_attention
 from .encoder import EncoderOutput
-from .recurrence import StepLinear, gru_cell, lstm_cell
+from .recurrence import StepLinear, gru_cell, lstm_cell, normalize
 from .tokenizer import PAD
+from .word_dropout import WordDropout
 
 # The per-step products of one layer by name (see Decoder.step_weights): a StepLinear when
 # training, an nn.Linear (maybe int8) when decoding.
@@ -87,7 +91,47 @@ def gru_layers(emb_gates: torch.Tensor, state: DecoderState, layers: Sequence[Pr
     return tuple(new_h), None
 
 
-CELL_LAYERS = {"lstm": lstm_layers, "gru": gru_layers}
+def _normalized_gates(emb_gates: torch.Tensor, x: Optional[torch.Tensor], h: torch.Tensor, products: Products,
+                      first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer-normalized layer's input and recurrent gates (batch, gates * hidden), each
+    normalized on its own. The first layer's input is the embedding's share (no bias) plus the
+    fed vector's."""
+    if first:
+        gi = emb_gates if x is None else emb_gates + products["input"](x)
+    else:
+        gi = products["input"](x)
+    return products["norm_input"](gi), products["norm_hidden"](products["hidden"](h))
+
+
+def lstm_norm_layers(emb_gates: torch.Tensor, state: DecoderState, layers: Sequence[Products], *,
+                     dropout: Callable, train: bool) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """lstm_layers for layer-normalized cells. A layer's products: "input" (absent for the first
+    layer without input feeding) and "hidden", without biases, and "norm_input" and
+    "norm_hidden", the normalizations (recurrence.normalize) with the cell's biases as shifts."""
+    new_h, new_c = [], []
+    for layer, products in enumerate(layers):
+        x = state.feed if layer == 0 else dropout(new_h[-1])
+        gi, gh = _normalized_gates(emb_gates, x, state.h[layer], products, layer == 0)
+        h, c = lstm_cell(gi, gh, state.c[layer], train=train)
+        new_h.append(h)
+        new_c.append(c)
+    return tuple(new_h), tuple(new_c)
+
+
+def gru_norm_layers(emb_gates: torch.Tensor, state: DecoderState, layers: Sequence[Products], *,
+                    dropout: Callable, train: bool) -> tuple[tuple[torch.Tensor, ...], None]:
+    """gru_layers for layer-normalized cells; the products as for lstm_norm_layers."""
+    new_h = []
+    for layer, products in enumerate(layers):
+        x = state.feed if layer == 0 else dropout(new_h[-1])
+        gi, gh = _normalized_gates(emb_gates, x, state.h[layer], products, layer == 0)
+        new_h.append(gru_cell(gi, gh, state.h[layer], train=train))
+    return tuple(new_h), None
+
+
+# One step function per cell and normalization, chosen once.
+CELL_LAYERS = {("lstm", False): lstm_layers, ("gru", False): gru_layers,
+               ("lstm", True): lstm_norm_layers, ("gru", True): gru_norm_layers}
 
 
 def attentional_vector(query: torch.Tensor, memory: Memory, *, attend: Callable, project: Optional[Callable],
@@ -128,11 +172,18 @@ def initial_state(enc: EncoderOutput, *, bridge_h: Optional[nn.Module], bridge_c
 
 
 class Decoder(nn.Module):
+    """`dropout` acts between layers, `emb_dropout` on the target embeddings, `output_dropout` on
+    the attentional vector (what the output layer reads and input feeding passes on),
+    `word_dropout` on whole target input positions. With `layer_norm` every layer has gains for
+    its input and recurrent products (its biases are the normalization's shifts)."""
+
     def __init__(self, *, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int, cell: str,
-                 attention: str, memory_size: int, input_feeding: bool, init: str, dropout: float):
+                 attention: str, memory_size: int, input_feeding: bool, init: str, dropout: float,
+                 emb_dropout: float, output_dropout: float, word_dropout: float = 0.0, layer_norm: bool = False):
         super().__init__()
         self.cell_type = cell
-        self.cell_layers = CELL_LAYERS[cell]  # one step function per cell, chosen once
+        self.layer_norm = layer_norm
+        self.cell_layers = CELL_LAYERS[cell, layer_norm]
         self.emb_size = emb_size
         self.hidden_size = hidden_size
         self.input_feeding = input_feeding
@@ -147,6 +198,14 @@ class Decoder(nn.Module):
         self.combine = nn.Linear(hidden_size + memory_size, hidden_size)
         self.output = nn.Linear(hidden_size, vocab_size)
         self.dropout = nn.Dropout(dropout)
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.output_dropout = nn.Dropout(output_dropout)
+        self.word_dropout = WordDropout(word_dropout)
+        self.input_gains = self.hidden_gains = None
+        if layer_norm:
+            gates = (4 if cell == "lstm" else 3) * hidden_size
+            self.input_gains = nn.ParameterList([nn.Parameter(torch.ones(gates)) for _ in range(num_layers)])
+            self.hidden_gains = nn.ParameterList([nn.Parameter(torch.ones(gates)) for _ in range(num_layers)])
         self.bridge_h = nn.Linear(memory_size, num_layers * hidden_size) if init == "bridge" else None
         self.bridge_c = (nn.Linear(memory_size, num_layers * hidden_size)
                          if init == "bridge" and cell == "lstm" else None)
@@ -163,21 +222,29 @@ class Decoder(nn.Module):
 
     # -- the weights of a step ------------------------------------------------------------------
 
-    def embed_bias(self) -> torch.Tensor:
-        """The first layer's biases that fold into the embedding's share of its gates (gates * hidden,)."""
+    def embed_bias(self) -> Optional[torch.Tensor]:
+        """The first layer's biases that fold into the embedding's share of its gates (gates * hidden,);
+        None when layer-normalized (the biases come after the normalization)."""
         cell = self.cells[0]
+        if self.layer_norm:
+            return None
         return cell.bias_ih + cell.bias_hh if self.cell_type == "lstm" else cell.bias_ih
 
     def step_weights(self) -> list[dict[str, tuple[torch.Tensor, Optional[torch.Tensor]]]]:
         """Per layer, the (weight, bias) of its per-step products by name: for an LSTM "gates", one
         product of [input, h] with [W_ih, W_hh]; for a GRU "input" (absent without an input)
-        and "hidden". The embedding's share of the first layer is not among them."""
+        and "hidden". The embedding's share of the first layer is not among them. Layer-normalized:
+        "input" and "hidden" for either cell, without biases (see norm_weights)."""
         lstm = self.cell_type == "lstm"
         layers = []
         for i, cell in enumerate(self.cells):
             w_in = cell.weight_ih[:, self.emb_size:] if i == 0 else cell.weight_ih
             has_input = i > 0 or self.input_feeding
-            if lstm:
+            if self.layer_norm:
+                products = {"input": (w_in, None)} if has_input else {}
+                products["hidden"] = (cell.weight_hh, None)
+                layers.append(products)
+            elif lstm:
                 # An LSTM adds its input and recurrent products, so one product of the
                 # concatenated [input, h] with [W_ih, W_hh] does both.
                 weight = torch.cat([w_in, cell.weight_hh], dim=1) if has_input else cell.weight_hh
@@ -188,12 +255,20 @@ class Decoder(nn.Module):
                 layers.append(products)
         return layers
 
+    def norm_weights(self) -> list[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """Per layer, the (gain, bias) of its normalizations "norm_input" and "norm_hidden" (empty
+        without layer_norm)."""
+        if not self.layer_norm:
+            return []
+        return [{"norm_input": (g_in, cell.bias_ih), "norm_hidden": (g_h, cell.bias_hh)}
+                for cell, g_in, g_h in zip(self.cells, self.input_gains, self.hidden_gains)]
+
     # -- teacher forcing ------------------------------------------------------------------------
 
     def _embed_gates(self, tokens: torch.Tensor) -> torch.Tensor:
         """The embedding's share of the first layer's gates, with the biases that can be
         folded in: (..., gates * hidden)."""
-        emb = self.dropout(self.embed(tokens))
+        emb = self.emb_dropout(self.word_dropout(self.embed(tokens), tokens))
         bias = self.embed_bias()
         return F.linear(emb, self.cells[0].weight_ih[:, :self.emb_size], bias)
 
@@ -202,6 +277,8 @@ class Decoder(nn.Module):
         recurrence.StepLinear and attention.StepAttention)."""
         query_proj = getattr(self.attention, "query_proj", None)
         layers = [{name: StepLinear(*pair) for name, pair in products.items()} for products in self.step_weights()]
+        for layer, norms in zip(layers, self.norm_weights()):
+            layer.update({name: partial(normalize, gain=gain, bias=bias) for name, (gain, bias) in norms.items()})
         step_attention = StepAttention(self.attention, memory.keys, memory.states, memory.mask)
         return _StepOps(layers=layers, query=StepLinear(query_proj.weight) if query_proj is not None else None,
                         combine=StepLinear(self.combine.weight, self.combine.bias),
@@ -211,10 +288,10 @@ class Decoder(nn.Module):
                  keep: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One step from precomputed embedding gates (batch, gates * hidden): attentional vector
         (batch, hidden), new state, attention (batch, src_len). `keep`: this step's dropout mask
-        (batch, hidden) of the attentional vector, drawn beforehand (None: self.dropout)."""
+        (batch, hidden) of the attentional vector, drawn beforehand (None: self.output_dropout)."""
         h, c = self.cell_layers(emb_gates, state, ops.layers, dropout=self.dropout, train=True)
         att, weights = attentional_vector(h[-1], memory, attend=ops.attend, project=ops.query, combine=ops.combine,
-                                          dropout=self.dropout if keep is None else keep.mul)
+                                          dropout=self.output_dropout if keep is None else keep.mul)
         return att, DecoderState(h, c, att if self.input_feeding else None), weights
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState, memory: Memory) -> torch.Tensor:
@@ -224,8 +301,8 @@ class Decoder(nn.Module):
         steps = emb_gates.unbind(1)
         # The attentional vectors' dropout masks of all steps in one draw, not one at every step.
         keep = [None] * len(steps)
-        if self.training and self.dropout.p > 0:
-            keep = self.dropout(emb_gates.new_ones(len(steps), tgt_in.size(0), self.hidden_size)).unbind(0)
+        if self.training and self.output_dropout.p > 0:
+            keep = self.output_dropout(emb_gates.new_ones(len(steps), tgt_in.size(0), self.hidden_size)).unbind(0)
         outputs = []
         # unbind, not emb_gates[:, t]: the backward of each indexing would zero-fill a buffer of
         # all steps' size at every step; unbind's backward stacks the step gradients once.

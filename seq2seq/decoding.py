@@ -5,8 +5,9 @@ It holds what decoding needs and nothing else: the encoder and the decoder's emb
 attention, combine and output layers and bridges (the trained model's own modules), and the
 recurrent cells' per-step products as nn.Linear modules of its own, so that a cast to the
 decoding precision or int8 quantization (which swaps whole nn.Linear modules) reaches the
-recurrence as well. Its step is a function of tensors only: no dropout and no branch on the
-data, so that an export can trace it.
+recurrence as well (a layer-normalized decoder's normalizations are recurrence.GateNorm
+modules beside them, which stay float32). Its step is a function of tensors only: no dropout and
+no branch on the data, so that an export can trace it.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 from .decoder import (CELL_LAYERS, Decoder, DecoderState, Memory, attend_with, attentional_vector,
                       initial_state)
 from .encoder import Encoder
+from .recurrence import GateNorm
 
 
 class DecodingModel(nn.Module):
@@ -39,16 +41,20 @@ class DecodingModel(nn.Module):
         self.cell_type = decoder.cell_type
         self.emb_size, self.hidden_size = decoder.emb_size, decoder.hidden_size
         self.num_layers, self.input_feeding = len(decoder.cells), decoder.input_feeding
-        self.cell_layers = CELL_LAYERS[decoder.cell_type]  # one step function per cell, chosen once
+        self.cell_layers = CELL_LAYERS[decoder.cell_type, decoder.layer_norm]  # one step function, chosen once
         with torch.no_grad():
             # The whole first-layer input weight (gates * hidden, emb + feed), sliced at every
             # step as teacher forcing slices it: its first emb_size columns read the embedding.
             self.first_weight_ih = _frozen(decoder.cells[0].weight_ih)
-            self.embed_bias = _frozen(decoder.embed_bias())  # (gates * hidden,)
-            # Per layer, its products by name (Decoder.step_weights); the LSTM's concatenated
-            # weight is made here once, not at every step.
-            self.products = nn.ModuleList([nn.ModuleDict({name: _linear(*pair) for name, pair in layer.items()})
-                                           for layer in decoder.step_weights()])
+            bias = decoder.embed_bias()
+            self.embed_bias = None if bias is None else _frozen(bias)  # (gates * hidden,)
+            # Per layer, its products by name (Decoder.step_weights) and normalizations
+            # (Decoder.norm_weights); the LSTM's concatenated weight is made here once, not at every step.
+            norms = decoder.norm_weights() or [{} for _ in decoder.cells]
+            self.products = nn.ModuleList([
+                nn.ModuleDict({**{name: _linear(*pair) for name, pair in layer.items()},
+                               **{name: GateNorm(*pair) for name, pair in norm.items()}})
+                for layer, norm in zip(decoder.step_weights(), norms)])
         self.eval()
 
     @property

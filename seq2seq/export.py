@@ -11,7 +11,8 @@ The folder holds:
                         defaults and length limits, the resolved config, a checksum of every file
 and, where the page's libraries are installed (web/node_modules), a static in-browser translator.
 
-Every decoder has the same graph signature: a GRU's `c` and a decoder's `feed` without input
+A layer-normalized decoder's step graph normalizes with ONNX's LayerNormalization; a
+layer-normalized encoder cannot be exported (see encoder.py). Every decoder has the same graph signature: a GRU's `c` and a decoder's `feed` without input
 feeding pass through unchanged (zeros), so a runtime never branches on the architecture.
 We use torch's TorchScript-based exporter (dynamo=False): it turns the encoder's packed
 sequences into ONNX's LSTM/GRU operators with per-sentence lengths, which the torch.export-based
@@ -178,6 +179,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, checkpoint: str = BEST, 
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize: expected int8, got {quantize!r}")
     run = open_run(run_dir, checkpoint)
+    if run.config.model.encoder.layer_norm:
+        raise ExportError(f"{run.path}: a layer-normalized encoder (model.encoder.layer_norm) cannot be exported: "
+                          f"its recurrence is written out step by step, and the encoder graph is ONNX's LSTM/GRU "
+                          f"operator, which has no normalization (a layer-normalized decoder exports)")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ExportError(f"{out}: exists and is not an export folder; choose an empty or new --out")

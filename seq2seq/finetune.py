@@ -40,7 +40,8 @@ from .transfer import RowMaps, shared_pieces, spelled_pieces, transfer_weights
 log = logging.getLogger(__name__)
 
 # Model settings that may differ from the parent: they change no weight's shape or meaning.
-FREE_MODEL_KEYS = {"encoder.dropout", "decoder.dropout", "init", "rnn_init"}
+FREE_MODEL_KEYS = {f"{side}.{key}" for side in ("encoder", "decoder")
+                   for key in ("dropout", "emb_dropout", "output_dropout", "word_dropout")} | {"init", "rnn_init"}
 
 # The sides whose tokenizer each finetune.vocabulary takes from the parent.
 KEPT_SIDES = {"keep": ("source", "target"), "transfer": (), "keep_source": ("source",),

@@ -31,7 +31,9 @@ class Seq2Seq(nn.Module):
 
 def init_weights(model: nn.Module, *, init: str, rnn_init: str) -> None:
     for name, p in model.named_parameters():
-        if p.dim() == 1:
+        if "gains" in name:  # a layer norm starts as plain normalization
+            nn.init.ones_(p)
+        elif p.dim() == 1:
             nn.init.zeros_(p)
         elif rnn_init == "orthogonal" and "weight_hh" in name:
             gates = p.size(0) // p.size(1)  # one orthogonal block per gate
@@ -49,12 +51,17 @@ def init_weights(model: nn.Module, *, init: str, rnn_init: str) -> None:
 
 def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     e, d = cfg.encoder, cfg.decoder
+    # An embedding or output dropout left null is the side's `dropout`.
     encoder = Encoder(vocab_size=src_vocab_size, emb_size=e.emb_size, hidden_size=e.hidden_size,
-                      num_layers=e.num_layers, cell=e.cell, bidirectional=e.bidirectional, dropout=e.dropout)
+                      num_layers=e.num_layers, cell=e.cell, bidirectional=e.bidirectional, dropout=e.dropout,
+                      emb_dropout=_or(e.emb_dropout, e.dropout), output_dropout=_or(e.output_dropout, e.dropout),
+                      word_dropout=e.word_dropout, layer_norm=e.layer_norm)
     decoder = Decoder(vocab_size=tgt_vocab_size, emb_size=d.emb_size, hidden_size=d.hidden_size,
                       num_layers=d.num_layers, cell=d.cell, attention=d.attention,
                       memory_size=encoder.output_size, input_feeding=d.input_feeding, init=d.init,
-                      dropout=d.dropout)
+                      dropout=d.dropout, emb_dropout=_or(d.emb_dropout, d.dropout),
+                      output_dropout=_or(d.output_dropout, d.dropout), word_dropout=d.word_dropout,
+                      layer_norm=d.layer_norm)
     model = Seq2Seq(encoder, decoder)
     init_weights(model, init=cfg.init, rnn_init=cfg.rnn_init)
     if cfg.share_embeddings:
@@ -64,6 +71,10 @@ def build_model(cfg: ModelConfig, *, src_vocab_size: int, tgt_vocab_size: int) -
     if cfg.tie_embeddings:
         decoder.output.weight = decoder.embed.weight
     return model
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -61,7 +61,9 @@ def plot_learning_curves(run_dir: str | Path, output_dir: str | Path | None = No
     """Write one PNG per quantity (loss, perplexity, BLEU, chrF, learning rate) against step
     into output_dir (default RUN_DIR/plots); returns the files written."""
     run = RunDir(run_dir)
-    records = read_metrics(run.metrics)
+    # The validation of an average made at the end of training (training.average_checkpoints) is
+    # no point on the curves: it is not the weights of any step.
+    records = [r for r in read_metrics(run.metrics) if "averaged_from" not in r]
     plt = _pyplot()
     out = Path(output_dir) if output_dir is not None else run.plots
     out.mkdir(parents=True, exist_ok=True)

@@ -14,15 +14,21 @@ takes about 9 and 20); elsewhere, when training, one autograd node with a hand-w
 pass instead of about ten nodes; without gradients, plain tensor operations (what an ONNX
 export traces).
 
+`normalize`: layer normalization of a cell's gate pre-activations (Ba et al. 2016), applied to
+the input and the recurrent products separately when a model asks for layer_norm. It runs
+through plain autograd; the cells after it keep their own backward passes.
+
 Under autocast (bf16 or fp16) the forward products run in the low precision, with the weights
 cast once per forward pass; the backward products run in the gradients' type, and the weight
 gradient comes back in the weight's own type (float32), as autograd would give it.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -176,10 +182,13 @@ class _LSTMStep(torch.autograd.Function):
         return grad, _cast(grad.mm(_cast(weight, grad.dtype)), h_prev.dtype), dc_prev, None, None, None
 
 
-def lstm_step(recurrent: StepLinear, share: torch.Tensor, h: torch.Tensor,
-              c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def lstm_step(recurrent: StepLinear, share: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+              norm: Optional[Callable] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of an LSTM recurrence whose input share of the gates (batch, 4 * hidden) was
-    computed for all steps at once; `recurrent` is the product with W_hh: new h, c."""
+    computed for all steps at once; `recurrent` is the product with W_hh, `norm` (layer norm)
+    what follows it: new h, c."""
+    if norm is not None:
+        return lstm_cell(share, norm(recurrent(h)), c)
     if recurrent.deferred and not share.is_cuda:
         return _LSTMStep.apply(share, h, c, recurrent.weight, recurrent.weight_t, recurrent.store)
     return lstm_cell(recurrent(h), share, c)
@@ -266,9 +275,13 @@ class _GRUStep(torch.autograd.Function):
         return d_share, _cast(dh_prev, h_prev.dtype), None, None, None, None
 
 
-def gru_step(recurrent: StepLinear, share: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+def gru_step(recurrent: StepLinear, share: torch.Tensor, h: torch.Tensor,
+             norm: Optional[Callable] = None) -> torch.Tensor:
     """One step of a GRU recurrence whose input products (batch, 3 * hidden) were computed for
-    all steps at once; `recurrent` is the product with W_hh and b_hh: the new h."""
+    all steps at once; `recurrent` is the product with W_hh and b_hh (without b_hh when `norm`,
+    the layer norm that follows it, brings the bias): the new h."""
+    if norm is not None:
+        return gru_cell(share, norm(recurrent(h)), h)
     if recurrent.deferred and not share.is_cuda and recurrent.bias is not None:
         return _GRUStep.apply(share, h, recurrent.weight, recurrent.weight_t, recurrent.bias, recurrent.store)
     return gru_cell(share, recurrent(h), h)
@@ -285,6 +298,31 @@ def gru_cell(input_gates: torch.Tensor, hidden_gates: torch.Tensor, h: torch.Ten
     if train and _needs_grad(input_gates, hidden_gates, h):
         return _GRUCell.apply(input_gates, hidden_gates, h)
     return gru_pointwise(input_gates, hidden_gates, h)
+
+
+# -- layer normalization of the gates -----------------------------------------------------------
+
+NORM_EPS = 1e-5
+
+
+def normalize(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Gate pre-activations x (..., gates * hidden) layer-normalized over all gates together, then
+    scaled by `gain` and shifted by `bias` (gates * hidden,): Ba et al.'s normalization, one per
+    product, as Marian's layer-normalized cells do it. The cell's own bias is the shift."""
+    return F.layer_norm(x, (x.size(-1),), gain, bias, NORM_EPS)
+
+
+class GateNorm(nn.Module):
+    """`normalize` as a module over given gain and bias (decoding holds its per-step maths as modules)."""
+
+    def __init__(self, gain: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.gain = nn.Parameter(gain.detach(), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        self.shape = tuple(gain.shape)  # a constant, not a size read from x, for an export's graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.shape, self.gain, self.bias, NORM_EPS)
 
 
 def sigmoid_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

@@ -6,10 +6,12 @@ A run directory holds everything a trained model needs and everything its traini
     spm.joint.model             the SentencePiece model, or spm.SRC.model and spm.TGT.model
     spm.settings.json           what they were trained from: settings, training files' sizes and times
     vocab.source.txt, .target   the pieces each side keeps (tokenizer.drop_unseen, absent otherwise)
-    best.pt, last.pt            the best validated weights; the full training state for --resume
+    best.pt, last.pt            the best validated weights (or their average, training.average_checkpoints);
+                                the full training state for --resume
     best.stepN.pt               the best few validated checkpoints (training.keep_best)
     valid.best.hyp              the best validation's translations
-    averaged.pt                 `seq2seq average`'s output (unless told otherwise)
+    averaged.pt                 `seq2seq average`'s output (unless told otherwise), or the average
+                                training.average_checkpoints made at the end of training
     train.log, train.jsonl      the training log, as text and one JSON line per logged window
     metrics.jsonl               one JSON line per validation
     finetune.json               what a fine-tuned run took from its parent

@@ -30,6 +30,7 @@ from .data.format import Store
 from .data.prepare import open_or_prepare
 from .data.text import check_files_exist
 from .data.sampling import tokenizer_sample
+from .ema import WeightAverage
 from .errors import ConfigError, TrainingError
 from .finetune import KEPT_SIDES, Parent, check_architecture, check_kept_side, inherit_from_parent, parent_sample
 from .model import Seq2Seq, build_model, count_parameters, resolve_device
@@ -89,6 +90,12 @@ class Session:
     valid: ValidationSet
     precision: str = "fp32"          # of the forward passes (precision.py)
     scaler: Any = None               # fp16's GradScaler, saved in last.pt
+    ema: WeightAverage | None = None  # the moving average of the weights (training.ema_decay)
+
+    @property
+    def weights(self) -> Seq2Seq:
+        """The model that is validated and saved as the result: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema.model
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,8 +444,16 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     if parent is not None:
         continue_parent_state(cfg, parent, model, optimizer, scheduler, progress)
     if saved is not None:
-        model.load_state_dict(saved["model"])
+        # With a moving average, "model" holds the average and "raw_model" the trained weights.
+        model.load_state_dict(saved.get("raw_model", saved["model"]))
         resume_state(saved, run, optimizer, scheduler, progress, scaler)
+    ema = None
+    if t.ema_decay is not None:
+        ema = WeightAverage(model, decay=t.ema_decay, start=t.ema_start)
+        if saved is not None and "raw_model" in saved:
+            ema.model.load_state_dict(saved["model"])
+        log.info("training.ema_decay: validation and checkpoints use the moving average of the weights (decay %g, "
+                 "averaging after update %d)", t.ema_decay, t.ema_start)
     log.info("model: %s parameters (%s trainable) on %s; precision %s (%s)", f"{count_parameters(model):,}",
              f"{count_parameters(model, trainable_only=True):,}", device, chosen, why)
     train_model = dist.wrap(model)
@@ -447,4 +462,4 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
         # or N ranks regularise like one. The step term gives a resumed run fresh streams too.
         torch.manual_seed(t.seed + 1_000_003 * dist.rank() + progress.step)
     return Session(cfg, run, device, model, train_model, optimizer, scheduler, progress, src_tok, tgt_tok,
-                   train_data, valid, chosen, scaler)
+                   train_data, valid, chosen, scaler, ema)

@@ -2,6 +2,7 @@
 validate, checkpoint, stop."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as dist
+from .average import average_checkpoints
 from .checkpoint import save_checkpoint, training_payload, weights_payload
 from .config import Config, to_dict
 from .data import epoch_batches, groups, iterate_batches
@@ -99,6 +101,8 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
                     # was skipped is known on the device only, and read at the next log line.
                     logger.add(result)
                     p.step += 1
+                    if s.ema is not None:
+                        s.ema.update(p.step)
                     if p.step == warmup:
                         log.info("finetune.warmup_steps: warm-up over after %d updates; all trainable weights "
                                  "train now", warmup)
@@ -138,6 +142,8 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
         if p.last_valid_step != p.step:
             validate_and_save(s, logger)
         logger.settle()
+    if t.average_checkpoints and dist.is_main():
+        average_best(s)
     logger.close()
     if p.oom_skipped:
         log.warning("%d training pairs were skipped because even alone they did not fit in memory", p.oom_skipped)
@@ -261,10 +267,10 @@ def save(s: Session, path: Path, *, full: bool) -> None:
         return
     p, config = s.progress, to_dict(s.cfg)
     if full:
-        payload = training_payload(s.model, config, progress=vars(p), optimizer=s.optimizer, scheduler=s.scheduler,
-                                   scaler=s.scaler)
+        payload = training_payload(s.weights, config, progress=vars(p), optimizer=s.optimizer, scheduler=s.scheduler,
+                                   scaler=s.scaler, raw_model=None if s.ema is None else s.model)
     else:
-        payload = weights_payload(s.model, config, step=p.step, epoch=p.epoch, best_score=p.best_score)
+        payload = weights_payload(s.weights, config, step=p.step, epoch=p.epoch, best_score=p.best_score)
     save_checkpoint(path, payload)
 
 
@@ -332,7 +338,7 @@ def validate_and_save(s: Session, logger: TrainLog) -> bool:
     p.last_valid_step = p.step
     stop = False
     if dist.is_main():
-        result = validate(s.model, s.valid, s.cfg.decoding, s.tgt_tok, s.device)
+        result = validate(s.weights, s.valid, s.cfg.decoding, s.tgt_tok, s.device)
         score = result[t.early_stop_metric if t.early_stop_metric != "loss" else "valid_loss"]
         # At an epoch's end the counter already points at the next epoch; the record names the
         # epoch the validated weights finished.
@@ -340,7 +346,7 @@ def validate_and_save(s: Session, logger: TrainLog) -> bool:
         record = {"step": p.step, "epoch": epoch, "elapsed": round(p.elapsed, 1),
                   "lr": s.optimizer.param_groups[0]["lr"], "train_loss": logger.window_loss(),
                   **{k: v for k, v in result.items() if k != "hypotheses"}}
-        finite = weights_finite(s.model)
+        finite = weights_finite(s.weights)
         if not finite:
             log.warning("step %d: weights are not finite; this model is never saved as best", p.step)
         if finite and p.improved(score, t.early_stop_metric):
@@ -383,3 +389,38 @@ def keep_best_checkpoint(s: Session, score: float) -> None:
     for _, step, _ in p.kept[t.keep_best:]:
         s.run.kept_checkpoint(step).unlink(missing_ok=True)
     del p.kept[t.keep_best:]
+
+
+def average_best(s: Session) -> None:
+    """training.average_checkpoints: average the K best kept checkpoints into averaged.pt and
+    validate it; when it scores at least as well as best.pt, it becomes best.pt (what translate,
+    export and a fine-tuning child read by default). The kept best.stepN.pt files are links to
+    earlier best.pt files, and best.pt is replaced, never written into, so they stay as they were."""
+    t, p = s.cfg.training, s.progress
+    kept = sorted(p.kept[:t.average_checkpoints], key=lambda k: k[1])  # the K best, oldest step first
+    if len(kept) < 2:
+        log.info("training.average_checkpoints: %d checkpoint(s) kept, nothing to average", len(kept))
+        return
+    payload = average_checkpoints([s.run.kept_checkpoint(step) for _, step, _ in kept])
+    save_checkpoint(s.run.averaged, payload)
+    model = copy.deepcopy(s.weights)
+    model.load_state_dict(payload["model"])
+    result = validate(model, s.valid, s.cfg.decoding, s.tgt_tok, s.device)
+    metric = t.early_stop_metric
+    score = result[metric if metric != "loss" else "valid_loss"]
+    gain = p.best_score - score if metric == "loss" else score - p.best_score
+    wins = weights_finite(model) and gain >= 0
+    names = ", ".join(name for _, _, name in kept)
+    if wins:
+        save_checkpoint(s.run.best, payload)
+        s.run.valid_hypotheses.write_text("\n".join(result["hypotheses"]) + "\n", encoding="utf-8")
+    record = {"step": p.step, "epoch": p.epoch - 1 if p.batch_in_epoch == 0 else p.epoch,
+              "elapsed": round(p.elapsed, 1), "checkpoint": s.run.averaged.name,
+              "averaged_from": payload["averaged_from"],
+              **{k: v for k, v in result.items() if k != "hypotheses"}, **({"best": True} if wins else {})}
+    with open(s.run.metrics, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    log.info("training.average_checkpoints: the average of %s scores %s %.2f against best.pt's %.2f (%+.2f): %s",
+             names, metric, score, p.best_score, gain if metric != "loss" else -gain,
+             f"the average won and is now {s.run.best.name}" if wins else f"{s.run.best.name} (step {p.best_step}) "
+             f"stays; the average is kept as {s.run.averaged.name}")

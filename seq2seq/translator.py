@@ -199,8 +199,14 @@ def decoding_model(model: Seq2Seq, precision: str, quantize: str | None) -> Deco
     """The decoding object of a loaded model, in `precision`, int8 with quantize="int8"."""
     decoding = model.eval().for_decoding()
     if precision != "fp32":
-        # The per-step products are decoding's own: cast once here, not at every step.
-        decoding.products.to(DTYPES[precision])
+        # The per-step products are decoding's own: cast once here, not at every step. (A layer
+        # norm's gain and shift stay float32: the normalization runs in float32 under autocast.)
+        for product in decoding.products.modules():
+            if isinstance(product, torch.nn.Linear):
+                product.to(DTYPES[precision])
+    if quantize == "int8" and model.encoder.layer_norm:
+        raise DecodingError("--quantize int8: a layer-normalized encoder (model.encoder.layer_norm) runs its "
+                            "recurrence written out, which int8 quantization does not cover; decode in float")
     if quantize == "int8":
         from .quantize import quantize_int8
         decoding = quantize_int8(decoding)

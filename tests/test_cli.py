@@ -165,6 +165,42 @@ def test_evaluate_bleu_equals_sacrebleu(tmp_path, synthetic_dir):
     assert f"{bleu:.2f}" in text.stdout.splitlines()[0] and "BLEU" in text.stdout
 
 
+def test_evaluate_shows_the_literature_bleu_under_its_own_label(tmp_path, capsys):
+    pytest.importorskip("sacremoses")
+    from seq2seq.metrics import literature_bleu
+    from test_metrics import HYPS, REFS
+    hyp, ref, ref_txt = tmp_path / "hyp.de", tmp_path / "ref.de", tmp_path / "ref.txt"
+    hyp.write_text("\n".join(HYPS) + "\n", encoding="utf-8")
+    for path in (ref, ref_txt):
+        path.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+
+    def literature_lines(*args):
+        assert cli.main(["evaluate", "--hyp", str(hyp), *map(str, args)]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("BLEU (literature")]
+
+    expected = literature_bleu(HYPS, REFS, "de")
+    label = "BLEU (literature: lowercased, Moses-tokenized; not comparable to sacreBLEU)"
+    assert literature_lines("--ref", ref) == [f"{label}: {expected:.2f} (Moses tokenizer: de)"]  # from ".de"
+    assert literature_lines("--ref", ref_txt, "--lang", "de") == [f"{label}: {expected:.2f} (Moses tokenizer: de)"]
+    [line] = literature_lines("--ref", ref_txt)  # no language to be found: said, no figure
+    assert "--lang" in line and "not computed" in line
+    assert cli.main(["evaluate", "--hyp", str(hyp), "--ref", str(ref), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["bleu_literature"] == expected and scores["bleu_literature_label"] == label
+    assert scores["bleu_literature_lang"] == "de" and scores["bleu"] != expected
+
+
+def test_evaluate_without_sacremoses_says_which_extra_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sacremoses", None)  # importing it fails, as when it is not installed
+    hyp = tmp_path / "hyp.de"
+    hyp.write_text("ein großer Hund läuft über die Wiese .\n", encoding="utf-8")
+    assert cli.main(["evaluate", "--hyp", str(hyp), "--ref", str(hyp)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    [line] = [line for line in out if "literature" in line]
+    assert "pip install 'seq2seq-rnn[moses]'" in line and "100.00" not in line
+    assert out[0].startswith("BLEU            100.00")  # the other scores are there as ever
+
+
 def test_evaluate_errors_are_one_line(tmp_path):
     hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
     hyp.write_text("a\nb\n")

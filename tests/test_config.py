@@ -63,6 +63,12 @@ def test_wrong_type_names_key_expected_and_given(raw, key, words):
     ({"decoding": {"beam_size": 0}}, "decoding.beam_size", ["at least 1"]),
     ({"tokenizer": {"vocab_size": 4}}, "tokenizer.vocab_size", ["at least 8"]),
     ({"training": {"lr": float("nan")}}, "training.lr", ["finite"]),
+    ({"training": {"ema_decay": 1.0}}, "training.ema_decay", ["less than 1.0", "1.0"]),
+    ({"training": {"ema_decay": 0}}, "training.ema_decay", ["greater than 0.0"]),
+    ({"model": {"decoder": {"word_dropout": 1.0}}}, "model.decoder.word_dropout", ["less than 1.0"]),
+    ({"model": {"encoder": {"emb_dropout": -0.1}}}, "model.encoder.emb_dropout", ["at least 0.0"]),
+    ({"model": {"decoder": {"output_dropout": 2}}}, "model.decoder.output_dropout", ["at most 1.0"]),
+    ({"training": {"average_checkpoints": -1}}, "training.average_checkpoints", ["at least 0"]),
 ])
 def test_out_of_range_names_key_and_bound(raw, key, words):
     assert_error_names(raw, key, words)
@@ -88,6 +94,9 @@ def test_literal_choice_lists_the_allowed_values():
     ({"training": {"betas": [0.9]}}, "training.betas", ["two numbers"]),
     ({"training": {"betas": [0.9, 1.0]}}, "training.betas", ["[0, 1)"]),
     ({"data": {"src_lang": "en", "tgt_lang": "en"}}, "data.tgt_lang", ["src_lang"]),
+    ({"training": {"average_checkpoints": 4, "keep_best": 3}}, "training.average_checkpoints", ["keep_best >= 4"]),
+    ({"training": {"ema_start": 100}}, "training.ema_start", ["ema_decay"]),
+    ({"training": {"average_checkpoints": 1}}, "training.average_checkpoints", ["at least 2", "0 or null: off"]),
 ])
 def test_cross_field_rules_name_a_key(raw, key, words):
     assert_error_names(raw, key, words)
@@ -210,6 +219,22 @@ def test_defaults_yaml_loads_back_to_the_defaults():
     # Every key carries its help text as a comment.
     leaves = [line for line in text.splitlines() if not line.rstrip().endswith(":")]
     assert leaves and all("  # " in line for line in leaves)
+
+
+def test_the_recipe_techniques_are_off_by_default_and_listed_with_their_meaning():
+    cfg = Config()
+    t, e, d = cfg.training, cfg.model.encoder, cfg.model.decoder
+    assert t.ema_decay is None and t.average_checkpoints is None
+    assert e.word_dropout == d.word_dropout == 0.0 and not e.layer_norm and not d.layer_norm
+    assert e.emb_dropout is e.output_dropout is d.emb_dropout is d.output_dropout is None
+    text = defaults_yaml()
+    for key in ("ema_decay", "ema_start", "average_checkpoints", "word_dropout", "emb_dropout", "output_dropout",
+                "layer_norm"):
+        assert all("  # " in line for line in text.splitlines() if line.strip().startswith(key + ":")), key
+    ok = config_from_dict({"training": {"ema_decay": 0.9999, "ema_start": 10, "average_checkpoints": 3},
+                           "model": {"decoder": {"layer_norm": True, "emb_dropout": 0.3, "output_dropout": 0.5}}})
+    assert ok.training.ema_decay == 0.9999 and ok.model.decoder.output_dropout == 0.5
+    assert config_from_dict({"training": {"average_checkpoints": 0}}).training.average_checkpoints == 0  # off
 
 
 def test_config_is_frozen():

@@ -178,3 +178,40 @@ def test_ddp_over_nccl_in_two_processes(tmp_path, synthetic_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert last["step"] == 20 and last["progress"]["last_valid_step"] == 20
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_layer_norm_and_the_moving_average_run_on_the_gpu_without_waiting(cell):
+    # A layer-normalized encoder runs its recurrence written out on the GPU too; the decoder's
+    # normalized gates feed the fused cell kernels. Both give the CPU's results, and an update
+    # with the moving average's update reads nothing back.
+    from seq2seq.ema import WeightAverage
+    from seq2seq.update import update
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=16, hidden_size=16, num_layers=2, dropout=0.1,
+                                            layer_norm=True, word_dropout=0.1),
+                      decoder=DecoderConfig(cell=cell, emb_size=16, hidden_size=32, num_layers=2, dropout=0.1,
+                                            layer_norm=True, word_dropout=0.1))
+    model = build_model(cfg, src_vocab_size=40, tgt_vocab_size=50)
+    g = torch.Generator().manual_seed(1)
+    src = [torch.randint(4, 40, (int(n),), generator=g).tolist() for n in torch.randint(3, 12, (8,), generator=g)]
+    tgt = [torch.randint(4, 50, (int(n),), generator=g).tolist() for n in torch.randint(3, 12, (8,), generator=g)]
+    batch = make_batch(ParallelData(src, tgt), list(range(8)))
+    with torch.no_grad():
+        on_cpu = model.eval()(batch.src, batch.src_lengths, batch.tgt_in)
+        gpu_batch = batch.pin_memory().to(torch.device("cuda"))
+        on_gpu = model.cuda()(gpu_batch.src, gpu_batch.src_lengths, gpu_batch.tgt_in)
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    average = WeightAverage(model, decay=0.99, start=0)
+    update(model, optimizer, [gpu_batch], clip_norm=1.0, label_smoothing=0.1)
+    average.update(1)
+    torch.cuda.synchronize()
+
+    def updates():
+        for step in range(2, 5):
+            update(model, optimizer, [gpu_batch], clip_norm=1.0, label_smoothing=0.1)
+            average.update(step)
+    assert _synchronizing_calls(updates) == 0
+    assert all(torch.isfinite(p).all() for p in average.model.parameters())

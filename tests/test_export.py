@@ -34,16 +34,18 @@ def combo_id(combo) -> str:
     return f"{cell}-{attention}-{'feed' if feeding else 'nofeed'}-{'bi' if bidi else 'uni'}-{layers}l"
 
 
-def train_combo(root: Path, data: Path, combo) -> Path:
-    """A tiny model of this architecture, trained briefly on the synthetic task."""
+def train_combo(root: Path, data: Path, combo, **layer_norm) -> Path:
+    """A tiny model of this architecture, trained briefly on the synthetic task; `layer_norm`:
+    {"encoder": bool, "decoder": bool}."""
     from seq2seq.trainer import train
     cell, attention, feeding, bidi, layers = combo
     enc_hidden = 16 if bidi else 32  # dot attention needs the encoder's output size = the decoder's
     raw = tiny_config_dict(data, model={
         "encoder": {"cell": cell, "emb_size": 16, "hidden_size": enc_hidden, "bidirectional": bidi,
-                    "num_layers": layers},
+                    "num_layers": layers, "layer_norm": layer_norm.get("encoder", False)},
         "decoder": {"cell": cell, "emb_size": 16, "hidden_size": 32, "attention": attention,
-                    "input_feeding": feeding, "num_layers": layers}},
+                    "input_feeding": feeding, "num_layers": layers,
+                    "layer_norm": layer_norm.get("decoder", False)}},
         training={"max_epochs": 1, "max_steps": 40})
     run_dir = root / combo_id(combo)
     train(config_from_dict(raw), run_dir, quiet=True)
@@ -79,6 +81,26 @@ def test_every_architecture_decodes_the_same_with_onnxruntime(combo, synthetic_d
         for h in a:
             if tuple(h.tokens) in found:
                 assert h.score == pytest.approx(found[tuple(h.tokens)], abs=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_layer_normalized_decoder_decodes_the_same_with_onnxruntime(cell, synthetic_dir, tmp_path):
+    run_dir = train_combo(tmp_path, synthetic_dir, (cell, "general", True, True, 2), decoder=True)
+    manifest = export_run(run_dir, tmp_path / "export", page=False)
+    assert manifest["check"]["max_abs_difference"] <= manifest["check"]["tolerance"]
+    run = open_run(run_dir)
+    assert any("gains" in name for name in run.checkpoint["model"])
+    src_ids = [run.src_tok.encode(line) for line in (synthetic_dir / "test.src").read_text().splitlines()[:20]]
+    for beam in (1, 3):
+        pytorch, onnx = both_ways(run_dir, tmp_path / "export", src_ids, beam_size=beam)
+        assert [h[0].tokens for h in pytorch] == [h[0].tokens for h in onnx]
+
+
+def test_a_layer_normalized_encoder_is_refused_by_name(synthetic_dir, tmp_path):
+    run_dir = train_combo(tmp_path, synthetic_dir, ("gru", "additive", True, True, 1), encoder=True)
+    with pytest.raises(ExportError, match="model.encoder.layer_norm"):
+        export_run(run_dir, tmp_path / "export", page=False)
+    assert not (tmp_path / "export").exists()
 
 
 @pytest.fixture(scope="module")

@@ -218,7 +218,7 @@ def test_the_written_out_encoder_equals_torchs_rnn_module(cell, num_layers, bidi
     from seq2seq.encoder import Encoder
     torch.manual_seed(0)
     encoder = Encoder(vocab_size=30, emb_size=6, hidden_size=5, num_layers=num_layers, cell=cell,
-                      bidirectional=bidirectional, dropout=0.0)
+                      bidirectional=bidirectional, dropout=0.0, emb_dropout=0.0, output_dropout=0.0)
     src = pad([[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16], [17], [18, 19, 20, 21, 22, 23]])
     lengths = torch.tensor([6, 2, 4, 1, 6])
 
@@ -236,3 +236,149 @@ def test_the_written_out_encoder_equals_torchs_rnn_module(cell, num_layers, bidi
     assert written[0][1, 2:].abs().sum() == 0  # padding stays zero
     for name, grad in module_grads.items():
         torch.testing.assert_close(written_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# -- separate dropouts: each key acts where its name says -------------------------------------
+
+def dropout_model(**sides):
+    """A GRU model with no dropout but the given {side: {key: p}}."""
+    raw = {"model": {"encoder": {"cell": "gru", "emb_size": 5, "hidden_size": 6, "dropout": 0.0,
+                                 **sides.get("encoder", {})},
+                     "decoder": {"cell": "gru", "emb_size": 7, "hidden_size": 8, "dropout": 0.0,
+                                 **sides.get("decoder", {})}}}
+    torch.manual_seed(0)
+    return build_model(config_from_dict(raw).model, src_vocab_size=SRC_V, tgt_vocab_size=TGT_V).train()
+
+
+SRC, LENGTHS = pad([[4, 5, 6, 7], [8, 9, 10, 11]]), torch.tensor([4, 4])
+TGT_IN = torch.tensor([[2, 12, 13], [2, 14, 15]])
+
+
+def test_decoder_output_dropout_acts_on_the_attentional_vector():
+    model = dropout_model(decoder={"output_dropout": 1.0})
+    logits = model(SRC, LENGTHS, TGT_IN)
+    # Every attentional vector dropped: the output layer sees zeros, whatever the input.
+    torch.testing.assert_close(logits, model.decoder.output.bias.expand_as(logits), rtol=0, atol=0)
+
+
+def test_decoder_emb_dropout_acts_on_the_target_embeddings():
+    model = dropout_model(decoder={"emb_dropout": 1.0})
+    other = TGT_IN.clone()
+    other[:, 1:] = 16
+    # The target pieces reach the decoder only through its embeddings: dropped, they change nothing.
+    torch.testing.assert_close(model(SRC, LENGTHS, TGT_IN), model(SRC, LENGTHS, other), rtol=0, atol=0)
+    assert not torch.allclose(model.eval()(SRC, LENGTHS, TGT_IN), model(SRC, LENGTHS, other))
+
+
+def test_encoder_emb_and_output_dropout_act_on_embeddings_and_memory():
+    other = SRC.clone()
+    other[:, 1:] = 16
+    model = dropout_model(encoder={"emb_dropout": 1.0})
+    torch.testing.assert_close(model.encoder.train_pass(SRC, LENGTHS).states,
+                               model.encoder.train_pass(other, LENGTHS).states, rtol=0, atol=0)
+    model = dropout_model(encoder={"output_dropout": 1.0})
+    enc = model.encoder.train_pass(SRC, LENGTHS)
+    assert torch.all(enc.states == 0) and torch.any(enc.final_h != 0)  # the memory, not the final state
+    assert torch.any(model.eval().encoder(SRC, LENGTHS).states != 0)
+
+
+def test_the_separate_dropouts_default_to_dropout_and_then_train_identically():
+    # Left null, emb_dropout and output_dropout are `dropout`: the same random draws, the same
+    # weights bit for bit, as when they are given the same value.
+    from test_update import small_batches
+
+    def trained(extra):
+        raw = {"model": {side: {"cell": "lstm", "emb_size": 8, "hidden_size": 8, "num_layers": 2, "dropout": 0.3,
+                                **extra} for side in ("encoder", "decoder")}}
+        torch.manual_seed(0)
+        m = build_model(config_from_dict(raw).model, src_vocab_size=50, tgt_vocab_size=60).train()
+        optimizer = torch.optim.Adam(m.parameters(), lr=1e-2)
+        for batch in small_batches(3):
+            m(batch.src, batch.src_lengths, batch.tgt_in).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        return m.state_dict()
+
+    default, explicit = trained({}), trained({"emb_dropout": 0.3, "output_dropout": 0.3})
+    assert all(torch.equal(default[k], explicit[k]) for k in default)
+    other = trained({"emb_dropout": 0.1})
+    assert any(not torch.equal(default[k], other[k]) for k in default)
+
+
+# -- layer-normalized cells ---------------------------------------------------------------------
+
+LN_CASES = list(itertools.product(["lstm", "gru"], [1, 2], [True, False]))
+
+
+@pytest.mark.parametrize("cell, num_layers, input_feeding", LN_CASES, ids=["-".join(map(str, c)) for c in LN_CASES])
+def test_layer_norm_decoding_steps_give_the_teacher_forced_distributions(cell, num_layers, input_feeding):
+    torch.manual_seed(0)
+    cfg = model_config(cell=cell, num_layers=num_layers, input_feeding=input_feeding)
+    cfg = config_from_dict({"model": {"encoder": {**vars(cfg.encoder), "layer_norm": True},
+                                      "decoder": {**vars(cfg.decoder), "layer_norm": True}}}).model
+    model = build_model(cfg, src_vocab_size=SRC_V, tgt_vocab_size=TGT_V)
+    # Gains other than their initial ones, so that a gain left out anywhere would show.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "gains" in name:
+                assert torch.all(p == 1)
+                p.uniform_(0.5, 1.5)
+            elif "bias" in name:
+                p.uniform_(-0.2, 0.2)
+    model.eval()
+    src, lengths = pad([[4, 5, 6], [7, 8]]), torch.tensor([3, 2])
+    tgt_in = torch.tensor([[2, 9, 10, 11, 12], [2, 13, 14, 15, 0]])
+    decoding = model.for_decoding()
+    with torch.no_grad():
+        expected = torch.log_softmax(model(src, lengths, tgt_in), dim=-1)
+        memory, state = decoding.start(src, lengths)
+        for t in range(tgt_in.size(1)):
+            log_probs, state, _ = decoding.step(tgt_in[:, t], state, memory)
+            torch.testing.assert_close(log_probs, expected[:, t], rtol=1e-5, atol=1e-5)
+    # Its products and normalizations are its own modules; int8 would swap the products only.
+    from seq2seq.recurrence import GateNorm
+    norms = {name for name, m in decoding.named_modules() if isinstance(m, GateNorm)}
+    assert norms == {f"products.{i}.norm_{kind}" for i in range(num_layers) for kind in ("input", "hidden")}
+    # The normalization is really there: without it the distributions differ.
+    plain = build_model(model_config(cell=cell, num_layers=num_layers, input_feeding=input_feeding),
+                        src_vocab_size=SRC_V, tgt_vocab_size=TGT_V).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "gains" not in k})
+    with torch.no_grad():
+        assert not torch.allclose(torch.log_softmax(plain(src, lengths, tgt_in), -1), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("cell, bidirectional", list(itertools.product(["lstm", "gru"], [True, False])))
+def test_a_layer_normalized_encoder_normalizes_both_products(cell, bidirectional):
+    from seq2seq.encoder import Encoder
+    from seq2seq.recurrence import normalize
+    torch.manual_seed(0)
+    encoder = Encoder(vocab_size=30, emb_size=6, hidden_size=5, num_layers=1, cell=cell, bidirectional=bidirectional,
+                      dropout=0.0, emb_dropout=0.0, output_dropout=0.0, layer_norm=True).eval()
+    with torch.no_grad():
+        for p in encoder.gains.values():
+            p.uniform_(0.5, 1.5)
+        for p in (encoder.rnn.bias_ih_l0, encoder.rnn.bias_hh_l0):
+            p.uniform_(-0.5, 0.5)
+    src = pad([[5, 6, 7, 8], [9, 10], [11, 12, 13]])
+    lengths = torch.tensor([4, 2, 3])
+    with torch.no_grad():
+        states = encoder(src, lengths).states  # (batch, src_len, directions * 5)
+        # The forward direction over the second sentence by hand: each product normalized on its
+        # own, the module's biases as the shifts.
+        rnn, gains = encoder.rnn, encoder.gains
+        x = encoder.embed(src[1, :2])
+        h, c = torch.zeros(5), torch.zeros(5)
+        for t in range(2):
+            gi = normalize(x[t] @ rnn.weight_ih_l0.t(), gains["input_l0"], rnn.bias_ih_l0)
+            gh = normalize(h @ rnn.weight_hh_l0.t(), gains["hidden_l0"], rnn.bias_hh_l0)
+            if cell == "lstm":
+                i, f, g, o = (gi + gh).chunk(4)
+                c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+                h = o.sigmoid() * c.tanh()
+            else:
+                r, z = (gi[:10] + gh[:10]).sigmoid().chunk(2)
+                n = torch.tanh(gi[10:] + r * gh[10:])
+                h = (1 - z) * n + z * h
+            torch.testing.assert_close(states[1, t, :5], h, rtol=1e-5, atol=1e-6)
+        assert torch.all(states[1, 2:] == 0)  # padding stays zero
+        torch.testing.assert_close(encoder.train_pass(src, lengths).states, states, rtol=0, atol=0)

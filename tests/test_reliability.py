@@ -145,6 +145,29 @@ def test_signal_saves_last_and_resume_matches_uninterrupted_run(tmp_path, small_
     assert_same_weights(weights(run_dir / "last.pt"), weights(uninterrupted_run / "last.pt"))
 
 
+def test_a_moving_average_resumes_exactly_after_a_signal(tmp_path, small_data):
+    # training.ema_decay: last.pt written on SIGTERM holds the average and the trained weights.
+    options = small_config(small_data, max_steps=45, ema_decay=0.9, ema_start=2)
+    train(config_from_dict(options), tmp_path / "uninterrupted", quiet=True)
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(options))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = slow_training_until(config, run_dir, "step 5 epoch 1", env)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    stopped = load_checkpoint(run_dir / "last.pt")
+    assert 5 <= stopped["step"] < 30 and "raw_model" in stopped
+    resumed = subprocess.run([sys.executable, "-m", "seq2seq", "train", "--run-dir", str(run_dir), "--resume",
+                              "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    done, reference = load_checkpoint(run_dir / "last.pt"), load_checkpoint(tmp_path / "uninterrupted" / "last.pt")
+    assert done["step"] == 45
+    assert_same_weights(done["model"], reference["model"])
+    assert_same_weights(done["raw_model"], reference["raw_model"])
+
+
 def test_sigkill_loses_only_the_updates_since_the_last_periodic_save(tmp_path, small_data, uninterrupted_run):
     # Validation is 10,000 steps away and the epoch ends near step 32: before that, only the
     # periodic save can put a last.pt on disk, and SIGKILL leaves no chance to write one.

@@ -65,6 +65,19 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, data_dir, full_run):
     assert resumed["optimizer"]["param_groups"][0]["lr"] == full["optimizer"]["param_groups"][0]["lr"]
 
 
+def test_resume_with_a_moving_average_equals_an_uninterrupted_run(tmp_path, data_dir):
+    # last.pt holds the average ("model") and the trained weights ("raw_model"): both continue exactly.
+    average = {"ema_decay": 0.8, "ema_start": 3}
+    train(config(data_dir, **average), tmp_path / "full", quiet=True)
+    train(config(data_dir, max_steps=10, **average), tmp_path / "resumed", quiet=True)
+    train(config(data_dir, max_steps=STEPS, **average), tmp_path / "resumed", resume=True, quiet=True)
+    full, resumed = (load_checkpoint(tmp_path / name / "last.pt") for name in ("full", "resumed"))
+    assert_same_weights(resumed["model"], full["model"])
+    assert_same_weights(resumed["raw_model"], full["raw_model"])
+    assert any(not torch.equal(full["model"][k], full["raw_model"][k]) for k in full["model"])
+    assert_same_weights(*(load_checkpoint(tmp_path / name / "best.pt")["model"] for name in ("full", "resumed")))
+
+
 def test_same_seed_gives_identical_weights(tmp_path, data_dir, full_run):
     train(config(data_dir), tmp_path / "again", quiet=True)
     assert_same_weights(weights(tmp_path / "again"), weights(full_run))
@@ -229,3 +242,47 @@ def test_prefetched_batches_change_nothing(tmp_path, data_dir, full_run, monkeyp
     losses = [json.loads(line)["loss"] for line in (full_run / "train.jsonl").read_text().splitlines()]
     inline = [json.loads(line)["loss"] for line in (tmp_path / "inline" / "train.jsonl").read_text().splitlines()]
     assert inline == losses and len(losses) > 0
+
+
+@pytest.mark.parametrize("shift, wins", [(-10.0, True), (10.0, False)], ids=["average-wins", "average-loses"])
+def test_the_best_checkpoints_are_averaged_validated_and_kept_if_at_least_as_good(tmp_path, data_dir, monkeypatch,
+                                                                                  shift, wins):
+    # The average's validation loss is shifted so that each outcome is certain.
+    from seq2seq import trainer as trainer_module
+    averaged_files = []
+    real_average, real_validate = trainer_module.average_checkpoints, trainer_module.validate
+
+    def average(paths):
+        averaged_files.append([p.name for p in paths])
+        return real_average(paths)
+
+    def validate(*args, **kwargs):
+        result = real_validate(*args, **kwargs)
+        result["valid_loss"] += shift if averaged_files else 0.0
+        return result
+
+    monkeypatch.setattr(trainer_module, "average_checkpoints", average)
+    monkeypatch.setattr(trainer_module, "validate", validate)
+    run_dir = tmp_path / "run"
+    train(config(data_dir, max_steps=15, average_checkpoints=2), run_dir, quiet=True)
+    kept = sorted(run_dir.glob("best.step*.pt"), key=lambda p: int(p.name[9:-3]))
+    assert averaged_files == [[p.name for p in kept]] and len(kept) == 2  # keep_best: 2
+
+    averaged = load_checkpoint(run_dir / "averaged.pt")
+    assert averaged["averaged_from"] == [p.name for p in kept] and "optimizer" not in averaged
+    a, b = (load_checkpoint(p)["model"] for p in kept)
+    for name, value in averaged["model"].items():
+        assert torch.equal(value, ((a[name].double() + b[name].double()) / 2).float()), name
+    record = records(run_dir)[-1]
+    assert record["checkpoint"] == "averaged.pt" and record["averaged_from"] == averaged["averaged_from"]
+    assert record.get("best", False) == wins
+    best = load_checkpoint(run_dir / "best.pt")
+    best_kept = min((r for r in records(run_dir) if r.get("best") and "averaged_from" not in r),
+                    key=lambda r: r["valid_loss"])
+    assert_same_weights(best["model"], averaged["model"] if wins else load_checkpoint(
+        run_dir / f"best.step{best_kept['step']}.pt")["model"])
+    log = (run_dir / "train.log").read_text()
+    assert ("the average won and is now best.pt" in log) == wins
+    assert ("best.pt (step" in log and "stays" in log) == (not wins)
+    # The kept files (links to earlier best.pt files) still hold their own weights: best.pt was replaced.
+    assert any(not torch.equal(a[k], averaged["model"][k]) for k in a)

@@ -109,3 +109,26 @@ def test_a_skipped_update_changes_neither_weights_nor_optimizer_state(monkeypatc
     for k, v in optimizer.state_dict()["state"].items():
         assert all(torch.equal(state[k][n], t) for n, t in v.items()), k  # step counts included
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_weight_decay_shrinks_the_weights_as_each_optimizer_defines_it(optimizer, weight_decay):
+    # No loss gradient at all: whatever moves the weights is training.weight_decay.
+    from seq2seq.config import config_from_dict
+    from seq2seq.start import build_optimizer
+    cfg = config_from_dict({"training": {"optimizer": optimizer, "lr": 0.1, "weight_decay": weight_decay}})
+    model = torch.nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
+    start = model.weight.detach().clone()
+    opt = build_optimizer(model, cfg)
+    model.weight.grad = torch.zeros_like(model.weight)
+    opt.step()
+    if optimizer == "adamw":  # decoupled: the weights shrink by lr * weight_decay of themselves
+        expected = start * (1 - 0.1 * weight_decay)
+    elif optimizer == "sgd":  # an L2 term in the gradient, plain step
+        expected = start - 0.1 * weight_decay * start
+    else:  # Adam: the L2 term joins the gradient, and Adam's first step is lr * its sign
+        expected = start - 0.1 * torch.sign(start) * (weight_decay > 0)
+    torch.testing.assert_close(model.weight.detach(), expected, rtol=1e-6, atol=1e-6)
