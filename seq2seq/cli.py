@@ -111,13 +111,14 @@ def cmd_translate(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     if args.nbest is not None and args.nbest < 1:
         raise DecodingError("--nbest: must be at least 1")
+    sampling = _sampling(args)
     if args.attention:
         from .plot import _pyplot
         _pyplot()  # a missing matplotlib is reported before any translation work
     translator = Translator.load(args.model[0] if len(args.model) == 1 else args.model, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize, precision=args.precision)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, length_penalty=args.length_penalty,
-                   max_len_ratio=args.max_len_ratio)
+                   max_len_ratio=args.max_len_ratio, sampling=sampling)
     nbest = args.nbest or 1
     detailed = args.nbest is not None or args.scores or args.attention is not None
     source = _open_input(args.input)
@@ -142,7 +143,7 @@ def cmd_translate(args) -> int:
                 index = 0
                 for chunk in groups(_lines(source), size):
                     results = translator.translate_detailed(chunk, nbest=nbest, return_attention=bool(args.attention),
-                                                            **options)
+                                                            first_line=index + 1, **options)
                     for hyps in results:
                         _write_detailed(out, index, hyps, args)
                         index += 1
@@ -155,6 +156,30 @@ def cmd_translate(args) -> int:
         else:
             out.detach()
     return 0
+
+
+def _sampling(args):
+    """translate's --sample options as a search.Sampling, or None; a combination that would be
+    ignored or is out of range is a DecodingError."""
+    from .config import SEED_MAX
+    from .search import Sampling
+    given = [flag for flag, value in (("--top-k", args.top_k), ("--temperature", args.temperature),
+                                      ("--seed", args.seed)) if value is not None]
+    if not args.sample:
+        if given:
+            raise DecodingError(f"{given[0]}: only used with --sample")
+        return None
+    if (args.beam_size is not None and args.beam_size > 1) or args.nbest is not None:
+        raise DecodingError("--sample draws one translation per input; leave out --beam-size (or give 1) and --nbest")
+    if args.top_k is not None and args.top_k < 1:
+        raise DecodingError(f"--top-k: must be at least 1, got {args.top_k}")
+    if args.temperature is not None and not 0 < args.temperature < float("inf"):
+        raise DecodingError(f"--temperature: must be a number above 0, got {args.temperature}")
+    if args.seed is not None and not 0 <= args.seed <= SEED_MAX:
+        raise DecodingError(f"--seed: must be from 0 to {SEED_MAX}, got {args.seed}")
+    defaults = Sampling()
+    return Sampling(seed=defaults.seed if args.seed is None else args.seed, top_k=args.top_k,
+                    temperature=defaults.temperature if args.temperature is None else args.temperature)
 
 
 def _write_detailed(out, index: int, hyps, args) -> None:
@@ -341,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", metavar="DIR",
                    help="write an attention heatmap of the best translation of each input into DIR/INDEX.png "
                         "(needs matplotlib)")
+    p.add_argument("--sample", action="store_true",
+                   help="draw each translation from the model's distribution instead of searching for the best "
+                        "(sampled back-translation); line N's draw depends on --seed, N and the model only, not on "
+                        "batching")
+    p.add_argument("--top-k", type=int, metavar="K", help="with --sample: draw among the K most likely pieces only")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="with --sample: divide the log-probabilities by T (above 1 flatter, below 1 sharper; "
+                        "default 1, the model's own distribution)")
+    p.add_argument("--seed", type=int, metavar="S", help="with --sample: the seed of the draws (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)
 

@@ -43,6 +43,9 @@ class TrainCorpus:
     path: str = _opt("", "path prefix of the corpus files (PATH.SRC_LANG, PATH.TGT_LANG)")
     weight: float = _opt(1.0, "share of each epoch's pairs drawn from this corpus, relative to the others",
                          min=0.0, max=1e6, min_exclusive=True)
+    tag: Optional[str] = _opt(None, "a piece such as <bt> put before every source sentence of this corpus (tagged "
+                              "back-translation: the model learns which pairs are synthetic); one SentencePiece "
+                              "piece, never added when translating; null: none")
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,9 @@ class DataConfig:
     src_lang: str = _opt("en", "source language code; files are PREFIX.SRC_LANG")
     tgt_lang: str = _opt("de", "target language code; files are PREFIX.TGT_LANG")
     train: list[TrainCorpus] = _opt(
-        [TrainCorpus("data/multi30k/train")], "the training corpora `- {path: PREFIX, weight: W}`, whose pairs "
-        "each epoch draws in proportion to their weights (paths relative to the working directory); a single "
-        "path prefix `train: PREFIX` is short for one corpus", shorthand="path")
+        [TrainCorpus("data/multi30k/train")], "the training corpora `- {path: PREFIX, weight: W}` (and `tag: <bt>` "
+        "for a tagged corpus), whose pairs each epoch draws in proportion to their weights (paths relative to the "
+        "working directory); a single path prefix `train: PREFIX` is short for one corpus", shorthand="path")
     valid: str = _opt("data/multi30k/val", "path prefix of the validation files")
     test: Optional[str] = _opt("data/multi30k/test_2016_flickr", "path prefix of a test set (used by scripts), or null")
     max_src_len: int = _opt(100, "training pairs whose source has more pieces are dropped (and counted)", min=1,
@@ -74,6 +77,27 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class SubwordSampling:
+    """Subword regularisation: training pairs segmented at random, a new segmentation each epoch."""
+    alpha: Optional[float] = _opt(None, "unigram models: sample segmentations with this smoothing (Kudo 2018; "
+                                  "0.1-0.5 is usual, smaller is more random); null: off", min=0.0, max=1.0,
+                                  min_exclusive=True)
+    nbest_size: int = _opt(-1, "unigram: draw among this many best segmentations (2 or more); -1: among all of "
+                           "them", min=-1, max=512)
+    dropout: Optional[float] = _opt(None, "bpe models: BPE-dropout, the chance that each merge is skipped "
+                                    "(Provilkov 2020; 0.1 is usual); null: off", min=0.0, max=1.0,
+                                    min_exclusive=True)
+    copies: int = _opt(4, "random segmentations of the training corpora that the prepared store holds; epoch e "
+                       "trains on copy (e - 1) mod copies (each costs a deterministic encoding's time and disk)",
+                       min=1, max=1000)
+
+    @property
+    def on(self) -> bool:
+        """Whether training text is cut at random."""
+        return self.alpha is not None or self.dropout is not None
+
+
+@dataclass(frozen=True)
 class TokenizerConfig:
     joint: bool = _opt(True, "one SentencePiece model over both languages (needed for share_embeddings)")
     vocab_size: int = _opt(8000, "pieces per SentencePiece model", min=8, max=SPM_VOCAB_MAX)
@@ -85,6 +109,7 @@ class TokenizerConfig:
     drop_unseen: bool = _opt(False, "each side's vocabulary keeps only the pieces its training text uses "
                              "(as OpenNMT-py builds vocabularies): smaller embeddings and output layer; "
                              "other pieces are spelled out in characters")
+    sampling: SubwordSampling = field(default_factory=SubwordSampling)
 
 
 @dataclass(frozen=True)
@@ -388,6 +413,26 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     return cls(**values)
 
 
+# A corpus tag cannot be mistaken for a target-language tag (<2de>) or a special piece.
+CORPUS_TAG = re.compile(r"<[A-Za-z][A-Za-z0-9_.-]*>")
+_SPECIAL_PIECES = {"<s>", "<unk>", "<pad>"}
+
+
+def _check_sampling(t: TokenizerConfig) -> None:
+    s, default = t.sampling, SubwordSampling()
+    if s.alpha is not None and t.model_type != "unigram":
+        raise ConfigError(f"tokenizer.sampling.alpha: samples unigram segmentations, but tokenizer.model_type is "
+                          f"{t.model_type}; for bpe use tokenizer.sampling.dropout")
+    if s.dropout is not None and t.model_type != "bpe":
+        raise ConfigError(f"tokenizer.sampling.dropout: is BPE-dropout, but tokenizer.model_type is {t.model_type}; "
+                          f"for unigram use tokenizer.sampling.alpha")
+    if s.nbest_size != default.nbest_size and (s.alpha is None or s.nbest_size in (0, 1)):
+        raise ConfigError("tokenizer.sampling.nbest_size: needs tokenizer.sampling.alpha, and 2 or more (or -1: all "
+                          f"segmentations), got {s.nbest_size}")
+    if s.copies != default.copies and s.alpha is None and s.dropout is None:
+        raise ConfigError("tokenizer.sampling.copies: only used with tokenizer.sampling.alpha or dropout")
+
+
 def _cross_check(cfg: Config) -> None:
     """Rules that involve more than one key."""
     m, t = cfg.model, cfg.training
@@ -419,6 +464,10 @@ def _cross_check(cfg: Config) -> None:
     for i, corpus in enumerate(cfg.data.train):
         if not corpus.path:
             raise ConfigError(f"data.train[{i}].path: every corpus needs the path prefix of its files")
+        if corpus.tag is not None and (not CORPUS_TAG.fullmatch(corpus.tag) or corpus.tag in _SPECIAL_PIECES):
+            raise ConfigError(f"data.train[{i}].tag: expected a piece such as <bt> (<, a letter, then letters, "
+                              f"digits, _ . or -, then >; not <s>, <unk> or <pad>), got {corpus.tag!r}")
+    _check_sampling(cfg.tokenizer)
     if cfg.data.src_lang == cfg.data.tgt_lang:
         raise ConfigError("data.tgt_lang: must differ from data.src_lang")
     if cfg.init_from is None and cfg.finetune.freeze:

@@ -31,6 +31,7 @@ import torch
 from .checkpoint import unwrap
 from .config import Config, DataConfig, deep_merge, to_dict
 from .data import TAG_PATTERN, tags_in
+from .data.text import leading_tags
 from .data.sampling import sample_pairs
 from .errors import CheckpointError, ConfigError, DataError
 from .rundir import BEST, Run, open_run
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 # Model settings that may differ from the parent: they change no weight's shape or meaning.
 FREE_MODEL_KEYS = {f"{side}.{key}" for side in ("encoder", "decoder")
                    for key in ("dropout", "emb_dropout", "output_dropout", "word_dropout")} | {"init", "rnn_init"}
+# Tokenizer settings that vocabulary keep leaves free: they cut the training text, not the tokenizer.
+FREE_TOKENIZER_KEYS = {"sampling.alpha", "sampling.nbest_size", "sampling.dropout", "sampling.copies"}
 
 # The sides whose tokenizer each finetune.vocabulary takes from the parent.
 KEPT_SIDES = {"keep": ("source", "target"), "transfer": (), "keep_source": ("source",),
@@ -86,7 +89,7 @@ def inherit_from_parent(raw: dict) -> dict:
         if not isinstance(given, dict):
             continue  # the validator reports it
         if section == "model" or ft.get("vocabulary") == "keep":
-            free = FREE_MODEL_KEYS if section == "model" else set()
+            free = FREE_MODEL_KEYS if section == "model" else FREE_TOKENIZER_KEYS
             differ = _differences(given, parent[section], section, free)
             if differ:
                 why = "the architecture" if section == "model" else "finetune.vocabulary: keep uses its tokenizer, so"
@@ -121,11 +124,10 @@ def check_architecture(cfg: Config, parent_cfg: Config, run_dir: Path) -> None:
 
 
 def unknown_characters(tok: Tokenizer, lines: Sequence[str]) -> list[str]:
-    """Distinct characters of `lines` (language tags aside) that `tok` can only encode as unknown."""
+    """Distinct characters of `lines` (corpus and language tags aside) that `tok` can only encode as unknown."""
     chars: set[str] = set()
     for line in lines:
-        m = TAG_PATTERN.match(line)
-        chars.update(line[m.end():] if m else line)
+        chars.update(leading_tags(line)[1])
     chars -= set(string.whitespace)
     return sorted(c for c in chars if tok.sp.unk_id() in tok.encode(c))
 
@@ -180,7 +182,9 @@ class Parent:
         spellings = {side: spelled_pieces(*toks[side], self.maps[side][0]) if self.new_pieces == "spelled" else {}
                      for side in toks}
         self.spelled = {side: len(s) for side, s in spellings.items()}
-        if self.vocabulary == "keep":
+        # A kept vocabulary grows by the corpus tags the parent lacks (start.add_corpus_tags):
+        # then its rows are mapped as a transferred vocabulary's are.
+        if self.vocabulary == "keep" and all(child == parent for child, parent in sizes.values()):
             try:
                 unwrap(model).load_state_dict(self.weights)
             except RuntimeError as e:

@@ -1,4 +1,4 @@
-"""Greedy and beam search, batched over sentences and beams.
+"""Greedy search, beam search and sampling, batched over sentences and beams.
 
 Written only against the step contract `StepModel` (start, step, and `select` on memory and
 state), so the PyTorch model's decoding object (decoding.py), an ensemble and an exported model
@@ -9,7 +9,7 @@ and `translate` both decode through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence, TypeVar
+from typing import Callable, Optional, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -81,6 +81,87 @@ def greedy_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor
     """Pick the most likely piece at every step. Returns one hypothesis per sentence (with its
     attention weights when `return_attention`). One small copy to the host per step (which
     sentences ended) and one for the results."""
+    return one_path(model, src, src_lengths, max_lengths=max_lengths, alpha=alpha, return_attention=return_attention,
+                    choose=lambda lp, rows, t: lp.argmax(dim=-1))
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Ancestral sampling (translate --sample): each piece drawn from the model's distribution."""
+    seed: int = 1                 # with a sentence's line number and the step, it fixes the draw
+    top_k: Optional[int] = None   # draw among the k most likely pieces only (None: all)
+    temperature: float = 1.0      # log-probabilities are divided by it: above 1 flatter, below 1 sharper
+
+
+@torch.no_grad()
+def sample_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
+                  line_ids: torch.Tensor, sampling: Sampling, alpha: float = 0.0,
+                  return_attention: bool = False) -> list[list[Hypothesis]]:
+    """Draw every piece from the model's distribution (softmax(log-probs / temperature), among
+    the top_k most likely when given). line_ids (batch,): each sentence's number in the input.
+    The random number of a draw is a hash of (seed, line number, step), not a generator's
+    state, so a sentence's translation does not depend on the batch it is in, on the other
+    sentences, or on the device. Scores are the model's log-probabilities of the drawn pieces,
+    as greedy's. Host copies as greedy_search."""
+    lines = line_ids.to(src.device)
+
+    def choose(lp: torch.Tensor, rows: torch.Tensor, t: int) -> torch.Tensor:
+        return draw(lp.float(), uniform(sampling.seed, lines[rows], t), top_k=sampling.top_k,
+                    temperature=sampling.temperature)
+    return one_path(model, src, src_lengths, max_lengths=max_lengths, alpha=alpha, return_attention=return_attention,
+                    choose=choose)
+
+
+MASK32 = 0xFFFFFFFF
+# Odd multipliers below 2 ** 31: a 32-bit value times one stays below 2 ** 63, so the products
+# never overflow int64 (whose overflow torch leaves undefined), on any device.
+MULTIPLIERS = (0x65009FED, 0x45046391)
+# Distinct constants for the parts of a key, so that (line 1, step 2) and (line 2, step 1) differ.
+SEED, LINE, LINE_HIGH, STEP = 0x6E355B89, 0x23D83FD1, 0x6F99A26B, 0x73AA561F
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """A bijection of 32-bit values (int64 tensors in [0, 2 ** 32)) that spreads each input bit
+    over all output bits: xor-shifts and odd multiplications modulo 2 ** 32."""
+    for multiplier in MULTIPLIERS:
+        x = x ^ (x >> 16)
+        x = (x * multiplier) & MASK32
+    return x ^ (x >> 16)
+
+
+def uniform(seed: int, line_ids: torch.Tensor, step: int) -> torch.Tensor:
+    """(n,) float32 numbers in (0, 1), one per sentence of `line_ids` (n,) int64 at `step`: a
+    counter-based hash of (seed, line number, step) in integer tensor operations, so the same
+    on any device and in any batch."""
+    key = mix32(torch.full_like(line_ids, (seed ^ SEED) & MASK32))
+    key = mix32(key ^ ((line_ids & MASK32) ^ LINE))
+    key = mix32(key ^ (((line_ids >> 32) & MASK32) ^ LINE_HIGH))
+    bits = mix32(key ^ ((step & MASK32) ^ STEP)) >> 8  # 24 bits: exact in float32
+    return (bits.float() + 0.5) * 2.0 ** -24
+
+
+def draw(lp: torch.Tensor, u: torch.Tensor, *, top_k: Optional[int], temperature: float) -> torch.Tensor:
+    """One piece per row of lp (n, vocab), drawn from softmax(lp / temperature) (among the top_k
+    largest): the piece where the cumulative distribution first reaches u (n,), uniform in
+    (0, 1). One random number a row, not one a piece as the Gumbel-max trick needs: hashing
+    each of 8,000 pieces took 0.9-1.9 times the default model's step at batch 64 on a CPU, this
+    0.13 times (docs/measurements/2026-12-04-subword)."""
+    pieces = None
+    if top_k is not None and top_k < lp.size(-1):
+        lp, pieces = lp.topk(top_k, dim=-1)  # (n, top_k)
+    scaled = lp if temperature == 1.0 else lp / temperature
+    cdf = torch.exp(scaled - scaled.amax(dim=-1, keepdim=True)).cumsum(dim=-1)  # (n, k), unnormalised
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1).clamp(max=cdf.size(-1) - 1)
+    return pick if pieces is None else pieces.gather(1, pick.unsqueeze(1)).squeeze(1)
+
+
+Choose = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def one_path(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
+             alpha: float, return_attention: bool, choose: Choose) -> list[list[Hypothesis]]:
+    """One hypothesis per sentence, extended at every step by the piece that `choose`(log-probs
+    (active, vocab), the active sentences' rows (active,), step) picks: greedy and sampling."""
     batch = src.size(0)
     device = src.device
     memory, state = model.start(src, src_lengths)
@@ -93,7 +174,7 @@ def greedy_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor
     t = 0
     while True:  # every sentence ends by its max length, where EOS is forced
         lp, state, attn = model.step(prev, state, memory)  # (active, vocab)
-        best = lp.argmax(dim=-1)
+        best = choose(lp, active, t)
         best = torch.where(t >= max_lengths[active] - 1, torch.full_like(best, EOS), best)
         log_probs[active] += lp.gather(1, best.unsqueeze(1)).squeeze(1)
         pieces.append(torch.full((batch,), EOS, dtype=torch.long, device=device).index_put_((active,), best))
@@ -280,10 +361,18 @@ def read_hypotheses(trail: np.ndarray, *, alpha: float, nbest: int, attention: O
 
 def translate_ids(model: StepModel, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
                   alpha: float, max_len_ratio: float, max_len_offset: int, nbest: int = 1,
-                  return_attention: bool = False, precision: str = "fp32") -> list[list[Hypothesis]]:
+                  return_attention: bool = False, precision: str = "fp32", sampling: Optional[Sampling] = None,
+                  line_ids: Optional[Sequence[int]] = None) -> list[list[Hypothesis]]:
     """Search every source; results come back in input order. Empty sources give an empty
     hypothesis without running the model. The model's products run in `precision` (under
-    torch's autocast on model.device)."""
+    torch's autocast on model.device). With `sampling`, each translation is drawn
+    (sample_search; beam_size and nbest must be 1), seeded per sentence by its number in
+    `line_ids` (default: its position in `src_ids`)."""
+    if sampling is not None and (beam_size != 1 or nbest != 1):
+        raise ValueError("sampling draws one translation per sentence: beam_size and nbest must be 1")
+    lines = torch.tensor(list(line_ids) if line_ids is not None else range(len(src_ids)), dtype=torch.long)
+    if len(lines) != len(src_ids):
+        raise ValueError(f"line_ids: {len(lines)} numbers for {len(src_ids)} sources")
     device = model.device
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in src_ids]
     # Sorting by length keeps padding (and wasted work) low inside a batch.
@@ -294,7 +383,10 @@ def translate_ids(model: StepModel, src_ids: Sequence[Sequence[int]], *, beam_si
         lengths = torch.tensor([len(src_ids[i]) for i in chunk])
         max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
         with autocast(precision, device):
-            if beam_size == 1 and nbest == 1:
+            if sampling is not None:
+                hyps = sample_search(model, src, lengths, max_lengths=max_lengths, line_ids=lines[chunk],
+                                     sampling=sampling, alpha=alpha, return_attention=return_attention)
+            elif beam_size == 1 and nbest == 1:
                 hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
                                      return_attention=return_attention)
             else:

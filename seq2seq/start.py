@@ -25,7 +25,8 @@ from . import distributed as dist
 from .checkpoint import has_training_state, restore_random_state
 from .precision import grad_scaler, resolve as resolve_precision
 from .config import Config, apply_overrides, config_from_dict, dump_yaml, read_yaml
-from .data import encode_parallel, encode_sources, stream_pairs, tag_sources, tags_in
+from .data import corpus_tags, encode_parallel, encode_sources, stream_pairs, tag_piece, tag_sources, tags_in
+from .data.encode import Segmenting
 from .data.format import Store
 from .data.prepare import open_or_prepare
 from .data.text import check_files_exist
@@ -35,7 +36,7 @@ from .errors import ConfigError, TrainingError
 from .finetune import KEPT_SIDES, Parent, check_architecture, check_kept_side, inherit_from_parent, parent_sample
 from .model import Seq2Seq, build_model, count_parameters, resolve_device
 from .rundir import RunDir
-from .tokenizer import Tokenizer, side_lists, train_tokenizer, write_kept
+from .tokenizer import Tokenizer, add_pieces, read_kept, side_lists, train_tokenizer, write_kept
 from .tokenizer_record import check_tokenizers, record_tokenizers
 from .transfer import freeze, map_optimizer_state
 from .validation import ValidationSet
@@ -190,9 +191,12 @@ def prepare_tokenizers(cfg: Config, run: RunDir, parent: Parent | None = None,
                 p_src, p_tgt = parent_sample(parent.config.data, ft.transfer_parent_pairs or len(train_src), cfg.training.seed)
                 src_text, tgt_text = src_text + p_src, tgt_text + p_tgt
                 log.info("tokenizer: training on the new data plus %d pairs of the parent's data", len(p_src))
+            if "source" in kept_sides:
+                add_corpus_tags(cfg, src_file, src_kept, tgt_kept)
             if d.src_prefix_tag:
                 # The parent's tags stay single pieces so that their rows (and its languages) carry over.
                 tags = sorted(set(tags) | set(parent.tags()))
+        tags += [tag_piece(tag) for tag in corpus_tags(d)]
         options = dict(vocab_size=t.vocab_size, model_type=t.model_type, character_coverage=t.character_coverage)
         if t.joint and not src_file.exists():
             train_tokenizer(list(src_text) + list(tgt_text), src_file, user_defined_symbols=tags, **options)
@@ -209,7 +213,36 @@ def prepare_tokenizers(cfg: Config, run: RunDir, parent: Parent | None = None,
             log.info("tokenizer.drop_unseen: keeping %d source / %d target pieces seen in the training data",
                      len(src_list), len(tgt_list))
     dist.barrier()
-    return run.open_tokenizers(cfg)
+    src_tok, tgt_tok = run.open_tokenizers(cfg)
+    check_corpus_tags(cfg, src_tok)
+    return src_tok, tgt_tok
+
+
+def add_corpus_tags(cfg: Config, src_file: Path, src_kept: Path, tgt_kept: Path) -> None:
+    """A source tokenizer kept from a parent learns the corpus tags it lacks as new pieces at the
+    end of its vocabulary (and of its kept list, with tokenizer.drop_unseen): the parent's pieces
+    keep their ids and rows, a tag's row starts fresh (finetune.py routes the weights)."""
+    sp = Tokenizer(src_file).sp
+    new = [piece for tag in corpus_tags(cfg.data) if sp.piece_to_id(piece := tag_piece(tag)) == sp.unk_id()]
+    if not new:
+        return
+    size = sp.get_piece_size()
+    add_pieces(src_file, new)
+    # One embedding matrix for both sides keeps one list for both.
+    for path in (src_kept, tgt_kept) if cfg.model.share_embeddings else (src_kept,):
+        kept = read_kept(path)
+        if kept is not None:
+            write_kept(path, kept + list(range(size, size + len(new))))
+    log.info("tokenizer: the parent's source tokenizer learns the corpus tags %s as new pieces", ", ".join(new))
+
+
+def check_corpus_tags(cfg: Config, src_tok: Tokenizer) -> None:
+    """Every corpus tag is one piece of the source tokenizer, or a ConfigError naming it."""
+    for i, corpus in enumerate(cfg.data.train):
+        if corpus.tag and src_tok.encode(corpus.tag) != [src_tok.piece_to_id(tag_piece(corpus.tag))]:
+            raise ConfigError(f"data.train[{i}].tag: {corpus.tag} is not one piece of the source tokenizer "
+                              f"{src_tok.path}, which was trained without it; train new tokenizers (train "
+                              f"--overwrite, or remove the spm.*.model files from the run directory)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -354,7 +387,9 @@ def prepare_data(cfg: Config, run: RunDir, src_tok: Tokenizer, tgt_tok: Tokenize
     """The training corpora's prepared store: reused when its inputs are unchanged, otherwise
     written by rank 0 while the other processes wait."""
     files = [*run.tokenizer_files(cfg), *run.kept_files()]
-    store = open_or_prepare(cfg.data, run.prepared, src_tok, tgt_tok, files, prepare=dist.is_main(), quiet=quiet)
+    segmenting = Segmenting.from_config(cfg.tokenizer.sampling, cfg.training.seed)
+    store = open_or_prepare(cfg.data, run.prepared, src_tok, tgt_tok, files, prepare=dist.is_main(),
+                            segmenting=segmenting, quiet=quiet)
     dist.barrier()
     return store
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import struct
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -62,6 +63,15 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self._to_own(ids) for ids in self.sp.encode(list(texts))]
+
+    def sample_batch(self, texts: Sequence[str], *, alpha: float, nbest_size: int, seed: int) -> list[list[int]]:
+        """Random segmentations of `texts` (subword regularisation): a unigram model draws among
+        its `nbest_size` best segmentations (-1: all) smoothed by `alpha`; a BPE model skips each
+        merge with probability `alpha` (BPE-dropout). Within one process the same seed gives the
+        same segmentations (sentencepiece 0.2 does not repeat them in another process)."""
+        spm.set_random_generator_seed(seed)
+        ids = self.sp.encode(list(texts), enable_sampling=True, alpha=alpha, nbest_size=nbest_size, num_threads=1)
+        return [self._to_own(i) for i in ids]
 
     def decode(self, ids: Sequence[int]) -> str:
         # Ids past EOS or special ids never reach the text.
@@ -139,6 +149,31 @@ def train_tokenizer(lines: Iterable[str], model_file: str | Path, *, vocab_size:
     tok = Tokenizer(model_file)
     log.info("trained SentencePiece %s (%d pieces) -> %s", model_type, len(tok), model_file)
     return tok
+
+
+def add_pieces(model_file: str | Path, pieces: Sequence[str]) -> None:
+    """Append `pieces` to a SentencePiece model file as user-defined pieces (each matched whole
+    wherever it occurs); every other piece keeps its id and segments text as before."""
+    # A model file is a serialized ModelProto, whose field 1 repeats one SentencePiece message
+    # per piece (piece: field 1, score: field 2, type: field 3, USER_DEFINED = 4). A repeated
+    # field may continue anywhere in a message, so appending records appends pieces.
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    def record(number: int, payload: bytes) -> bytes:
+        return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+    path = Path(model_file)
+    extra = b"".join(record(1, record(1, p.encode("utf-8")) + b"\x15" + struct.pack("<f", 0.0) + b"\x18\x04")
+                     for p in pieces)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(path.read_bytes() + extra)
+    tmp.replace(path)
 
 
 def _trainer_message(error: str, vocab_size: int) -> str:

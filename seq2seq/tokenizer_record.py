@@ -12,6 +12,7 @@ import logging
 from . import distributed as dist
 from .checkpoint import atomic_write
 from .config import Config
+from .data import corpus_tags
 from .data.prepare import fingerprint
 from .rundir import RunDir
 
@@ -22,13 +23,16 @@ def tokenizer_record(cfg: Config) -> dict:
     """What a run's tokenizers are trained from: the settings that shape them and the training
     files (path, size, modification time), kept beside them in RunDir.tokenizer_record."""
     d, ft = cfg.data, cfg.finetune
-    settings = {f"tokenizer.{k}": v for k, v in dataclasses.asdict(cfg.tokenizer).items()}
+    # tokenizer.sampling changes how training text is cut, not the tokenizer.
+    settings = {f"tokenizer.{k}": v for k, v in dataclasses.asdict(cfg.tokenizer).items() if k != "sampling"}
     settings.update({"training.seed": cfg.training.seed, "data.src_lang": d.src_lang, "data.tgt_lang": d.tgt_lang,
                      "data.src_prefix_tag": d.src_prefix_tag, "data.skip_invalid_utf8": d.skip_invalid_utf8,
                      "model.share_embeddings": cfg.model.share_embeddings, "init_from": cfg.init_from,
                      "finetune.vocabulary": ft.vocabulary,
                      "finetune.transfer_joint_with_parent": ft.transfer_joint_with_parent,
                      "finetune.transfer_parent_pairs": ft.transfer_parent_pairs})
+    # null without tags, as records written before corpus tags existed read
+    settings["data.train[].tag"] = corpus_tags(d) or None
     return {"settings": settings, "data": fingerprint(d, [])["inputs"]}
 
 

@@ -80,14 +80,15 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
                  "held still)", p.step + 1, warmup, f"{sum(x.numel() for x in held):,}")
     with StopFlag() as stop_flag:
         while p.epoch <= t.max_epochs and stop_reason is None:
-            batches = epoch_batches(s.train_data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=t.seed,
+            data = s.train_data.for_epoch(p.epoch)  # with tokenizer.sampling, this epoch's segmentation
+            batches = epoch_batches(data, batch_tokens=t.batch_tokens, batch_size=t.batch_size, seed=t.seed,
                                     epoch=p.epoch, rank=dist.rank(), world_size=dist.world_size(),
                                     pool=drawn_pairs(s))
             bar = tqdm(total=len(batches), initial=p.batch_in_epoch, disable=not show_bar, leave=False,
                        desc=f"epoch {p.epoch}", unit="batch", dynamic_ncols=True)
             logger.start_epoch()
             # The next batches are built in a background thread while the current update runs.
-            updates = groups(iterate_batches(s.train_data, batches, p.batch_in_epoch), t.accum_steps)
+            updates = groups(iterate_batches(data, batches, p.batch_in_epoch), t.accum_steps)
             with prefetch(updates, pin=s.device.type == "cuda") as stream:
                 for group in stream:
                     result = update(s.train_model, s.optimizer, [b.to(s.device) for b in group],

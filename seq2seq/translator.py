@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 
 from .config import Config
-from .data import detokenize, encode_sources
+from .data import corpus_tags, detokenize, encode_sources, tag_piece
 from .decoding import DecodingModel
 from .ensemble import Ensemble
 from .errors import CheckpointError, DecodingError, DeviceError
@@ -19,7 +19,7 @@ from .model import Seq2Seq, resolve_device
 from .precision import DTYPES, resolve as resolve_precision
 from .onnx_model import Export, is_export
 from .rundir import BEST, Run, open_run
-from .search import Hypothesis, StepModel, translate_ids
+from .search import Hypothesis, Sampling, StepModel, translate_ids
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class Translator:
     def __init__(self, model: StepModel, src_tok: Tokenizer, tgt_tok: Tokenizer, config: Config,
                  device: torch.device, precision: str = "fp32"):
         # `model` is what search steps through: a decoding object (Seq2Seq.for_decoding) or an Ensemble.
+        banned = tag_pieces(tgt_tok, [tag_piece(tag) for tag in corpus_tags(config.data)])
+        if banned:
+            model = WithoutPieces(model, banned)
         self.model, self.src_tok, self.tgt_tok = model, src_tok, tgt_tok
         self.config, self.device, self.precision = config, device, precision
         self.run_dirs: list[Path] = []  # where the model(s) came from, when loaded from runs
@@ -120,22 +123,32 @@ class Translator:
 
     def search(self, lines: Sequence[str], *, beam_size: int | None = None, batch_size: int | None = None,
                length_penalty: float | None = None, max_len_ratio: float | None = None,
-               nbest: int = 1, return_attention: bool = False, first_line: int = 1) -> list[list[Hypothesis]]:
+               nbest: int = 1, return_attention: bool = False, sampling: Sampling | None = None,
+               first_line: int = 1) -> list[list[Hypothesis]]:
+        """Hypotheses for `lines`, the first of which is line `first_line` (from 1) of the input:
+        warnings name it, and with `sampling` a line's number seeds its draw."""
         return self._search(self.encode_sources(lines, first_line), beam_size=beam_size, batch_size=batch_size,
                             length_penalty=length_penalty, max_len_ratio=max_len_ratio, nbest=nbest,
-                            return_attention=return_attention)
+                            return_attention=return_attention, sampling=sampling, first_line=first_line)
 
     def _search(self, src_ids: list[list[int]], *, beam_size: int | None, batch_size: int | None,
                 length_penalty: float | None, max_len_ratio: float | None, nbest: int,
-                return_attention: bool) -> list[list[Hypothesis]]:
+                return_attention: bool, sampling: Sampling | None = None,
+                first_line: int = 1) -> list[list[Hypothesis]]:
         dc = self.config.decoding
         beam = beam_size or dc.beam_size
+        if sampling is not None:
+            if (beam_size or 1) > 1 or nbest > 1:
+                raise DecodingError("sampling draws one translation per input: it takes no beam size above 1 "
+                                    "and no n-best list")
+            beam = 1  # the run's decoding.beam_size is for search, not for sampling
         return translate_ids(
             self.model, src_ids, beam_size=max(beam, nbest), batch_size=batch_size or dc.batch_size,
             alpha=dc.length_penalty if length_penalty is None else length_penalty,
             max_len_ratio=dc.max_len_ratio if max_len_ratio is None else max_len_ratio,
             max_len_offset=dc.max_len_offset, nbest=nbest, return_attention=return_attention,
-            precision=self.precision)
+            precision=self.precision, sampling=sampling,
+            line_ids=range(first_line - 1, first_line - 1 + len(src_ids)))
 
     def detokenize(self, hyp: Hypothesis) -> str:
         return detokenize(self.tgt_tok, hyp.tokens)
@@ -143,18 +156,20 @@ class Translator:
     def translate(self, lines: Sequence[str], *, nbest: int = 1, **options) -> list[str] | list[list[str]]:
         """Translate raw sentences, in order: one string per input, or with nbest > 1 a list of
         the nbest best strings per input (best first). Options: beam_size, batch_size,
-        length_penalty, max_len_ratio (default: the run's decoding section)."""
+        length_penalty, max_len_ratio (default: the run's decoding section); sampling (a
+        search.Sampling: draw each translation instead) and first_line (the number, from 1, of
+        lines[0] in the whole input, which seeds the draws)."""
         results = self.search(lines, nbest=nbest, **options)
         if nbest == 1:
             return [self.detokenize(h[0]) for h in results]
         return [[self.detokenize(h) for h in hyps] for hyps in results]
 
     def translate_detailed(self, lines: Sequence[str], *, nbest: int = 1, return_attention: bool = False,
-                           **options) -> list[list[Translation]]:
+                           first_line: int = 1, **options) -> list[list[Translation]]:
         """Like translate, but per input a list of up to nbest Translations (best first) with
         scores, pieces and, with return_attention, the attention weights of each hypothesis."""
-        src_ids = self.encode_sources(lines)
-        results = self._search(src_ids, nbest=nbest, return_attention=return_attention,
+        src_ids = self.encode_sources(lines, first_line)
+        results = self._search(src_ids, nbest=nbest, return_attention=return_attention, first_line=first_line,
                                beam_size=options.pop("beam_size", None), batch_size=options.pop("batch_size", None),
                                length_penalty=options.pop("length_penalty", None),
                                max_len_ratio=options.pop("max_len_ratio", None), **options)
@@ -193,6 +208,31 @@ class Translator:
             if chunk:
                 yield from self.translate(chunk, first_line=first_line, **options)
                 first_line += len(chunk)
+
+
+class WithoutPieces:
+    """A step model whose outputs never contain `pieces`: the corpus tags (data.train[].tag)
+    of a joint vocabulary, which belong before training sources and never in a translation."""
+
+    def __init__(self, model: StepModel, pieces: Sequence[int]):
+        self.inner = model
+        self.pieces = torch.tensor(list(pieces), dtype=torch.long, device=model.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    def start(self, src: torch.Tensor, src_lengths: torch.Tensor):
+        return self.inner.start(src, src_lengths)
+
+    def step(self, prev: torch.Tensor, state, memory):
+        log_probs, state, attention = self.inner.step(prev, state, memory)
+        return log_probs.index_fill(1, self.pieces, float("-inf")), state, attention
+
+
+def tag_pieces(tok: Tokenizer, pieces: Sequence[str]) -> list[int]:
+    """The ids of those of `pieces` that `tok`'s vocabulary holds."""
+    return [i for piece in pieces if tok.id_to_piece(i := tok.piece_to_id(piece)) == piece]
 
 
 def decoding_model(model: Seq2Seq, precision: str, quantize: str | None) -> DecodingModel:

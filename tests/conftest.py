@@ -1,6 +1,7 @@
 """Shared fixtures: a synthetic translation task the tests generate, and tiny configs."""
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -107,3 +108,21 @@ def fill_filesystem(path: Path, leave: int) -> None:
     free = shutil.disk_usage(path).free
     with open(path / "filler", "wb") as f:
         f.write(b"\0" * max(0, free - leave))
+
+
+def chi_square(counts: dict, expected: dict, n: int) -> tuple[float, int]:
+    """Pearson's statistic over the outcomes expected at least 5 times (the rest pooled), and its degrees of freedom."""
+    big = [k for k, p in expected.items() if p * n >= 5]
+    cells = [(counts.get(k, 0), expected[k] * n) for k in big]
+    rest = n - sum(c for c, _ in cells), n * (1 - sum(expected[k] for k in big))
+    if rest[1] >= 5:
+        cells.append(rest)
+    return sum((c - e) ** 2 / e for c, e in cells), len(cells) - 1
+
+
+def chi2_bound(df: int) -> float:
+    """The 99.9th percentile of the chi-square distribution with `df` degrees of freedom (Wilson
+    and Hilferty's approximation): a correct sampler exceeds it one time in a thousand, and the
+    seeds are fixed, so the tests are repeatable."""
+    z = 3.090  # the standard normal's 99.9th percentile
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3

@@ -102,6 +102,29 @@ def test_cross_field_rules_name_a_key(raw, key, words):
     assert_error_names(raw, key, words)
 
 
+@pytest.mark.parametrize("sampling, key, words", [
+    ({"alpha": 0.1}, "tokenizer.sampling.alpha", ["unigram", "dropout"]),
+    ({"dropout": 0.1, "model_type": "unigram"}, "tokenizer.sampling.dropout", ["BPE-dropout", "alpha"]),
+    ({"nbest_size": 8, "model_type": "unigram"}, "tokenizer.sampling.nbest_size", ["alpha"]),
+    ({"alpha": 0.1, "nbest_size": 1, "model_type": "unigram"}, "tokenizer.sampling.nbest_size", ["2 or more"]),
+    ({"copies": 8}, "tokenizer.sampling.copies", ["alpha or dropout"]),
+    ({"dropout": 0.0}, "tokenizer.sampling.dropout", ["greater than 0"]),
+    ({"dropout": 0.1, "copies": 0}, "tokenizer.sampling.copies", ["at least 1"]),
+])
+def test_subword_sampling_settings_name_their_key(sampling, key, words):
+    sampling = dict(sampling)
+    model_type = sampling.pop("model_type", "bpe")
+    assert_error_names({"tokenizer": {"model_type": model_type, "sampling": sampling}}, key, words)
+
+
+def test_subword_sampling_is_off_by_default_and_takes_either_kind():
+    assert not Config().tokenizer.sampling.on
+    assert config_from_dict({"tokenizer": {"sampling": {"dropout": 0.1}}}).tokenizer.sampling.on
+    unigram = config_from_dict({"tokenizer": {"model_type": "unigram", "sampling": {"alpha": 0.2, "nbest_size": 16,
+                                                                                   "copies": 8}}})
+    assert unigram.tokenizer.sampling.on and unigram.tokenizer.sampling.copies == 8
+
+
 def test_cross_field_rules_accept_valid_combinations():
     cfg = config_from_dict({"model": {"share_embeddings": True, "tie_embeddings": True,
                                       "encoder": {"emb_size": 32, "hidden_size": 16, "bidirectional": True},
@@ -121,14 +144,19 @@ def test_data_train_is_always_a_list_of_corpora():
 
 def test_an_old_run_config_with_one_training_path_loads(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(dump_yaml(Config()).replace("  train:\n  - path: data/multi30k/train\n    weight: 1.0\n",
-                                                "  train: data/old/train\n"))
+    path.write_text(dump_yaml(Config()).replace("  train:\n  - path: data/multi30k/train\n    weight: 1.0\n"
+                                                "    tag: null\n", "  train: data/old/train\n"))
     assert "train: data/old/train\n" in path.read_text()
     assert load_config(path).data.train == [TrainCorpus("data/old/train", 1.0)]
     assert load_config(None, ["data.train=data/other/train"]).data.train == [TrainCorpus("data/other/train", 1.0)]
 
 
 @pytest.mark.parametrize("train, key, words", [
+    ([{"path": "a"}, {"path": "b", "tag": "bt"}], "data.train[1].tag", ["<bt>", "'bt'"]),
+    ([{"path": "a", "tag": "<2de>"}], "data.train[0].tag", ["'<2de>'"]),
+    ([{"path": "a", "tag": "<s>"}], "data.train[0].tag", ["not <s>"]),
+    ([{"path": "a", "tag": "<b t>"}], "data.train[0].tag", ["'<b t>'"]),
+    ([{"path": "a", "tag": 5}], "data.train[0].tag", ["expected a string"]),
     (5, "data.train", ["a string or a list", "5"]),
     ([], "data.train", ["empty list"]),
     (["corpora/a"], "data.train[0]", ["mapping"]),

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_config_dict
+from conftest import chi2_bound, chi_square, tiny_config_dict
 from seq2seq.config import config_from_dict
 from seq2seq.ensemble import Ensemble
 from seq2seq.errors import CheckpointError
 from seq2seq.decoding import DecodingModel
-from seq2seq.search import beam_search, greedy_search, translate_ids
+from seq2seq.search import Sampling, beam_search, greedy_search, sample_search, translate_ids
 from seq2seq.trainer import train
 from seq2seq.translator import Translator
 
@@ -78,6 +78,29 @@ def test_scripted_members_are_averaged_in_probability():
     [[hyp]] = translate_ids(Ensemble([A, B]), [[1, 1, 1]], beam_size=1, batch_size=8, alpha=0.0, max_len_ratio=1.0,
                             max_len_offset=2)
     assert hyp.tokens == [X] and hyp.log_prob == pytest.approx(expected, abs=1e-6)
+
+
+def test_sampling_an_ensemble_draws_from_the_mean_of_the_members_probabilities():
+    # Step 0 is drawn (step 1 must end): X with (0.9 + 0.001) / 2, Y with (0.1 + 0.5) / 2, EOS with about 0.25.
+    n = 20_000
+    hyps = sample_search(Ensemble([A, B]), torch.ones(n, 1, dtype=torch.long), torch.ones(n, dtype=torch.long),
+                         max_lengths=torch.full((n,), 2), line_ids=torch.arange(n), sampling=Sampling(seed=9))
+    first = [h[0].tokens[0] if h[0].tokens else 3 for h in hyps]
+    mean = [(a + b) / 2 for a, b in zip(probs(0.9, 0.1, 1e-9), probs(0.001, 0.5, 0.499))]
+    expected = {piece: p / sum(mean) for piece, p in enumerate(mean)}
+    stat, df = chi_square({piece: first.count(piece) for piece in expected}, expected, n)
+    assert df == 2 and stat < chi2_bound(df), stat
+    # Not the mean of log-probabilities, which would favour Y over X.
+    assert first.count(X) > first.count(Y)
+
+
+def test_an_ensemble_of_a_model_with_itself_samples_what_the_model_samples(trained_run, synthetic_dir):
+    lines = (synthetic_dir / "test.src").read_text().splitlines()[:40]
+    sampling = Sampling(seed=4, temperature=2.0)
+    single = Translator.load(trained_run, device="cpu").translate(lines, sampling=sampling, batch_size=7)
+    pair = Translator.load([trained_run, trained_run], device="cpu")
+    assert pair.translate(lines, sampling=sampling, batch_size=40) == single
+    assert pair.translate(lines, sampling=Sampling(seed=5, temperature=2.0)) != single
 
 
 def test_an_ensemble_of_one_is_that_model_exactly(trained_run, synthetic_dir):

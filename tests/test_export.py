@@ -195,6 +195,21 @@ def test_translate_and_serve_take_an_export_folder(exported, trained_run, synthe
         assert got == Translator.load(trained_run, device="cpu").translate(lines[:5], beam_size=1)
 
 
+def test_an_export_folder_samples_as_the_run_does(exported, trained_run, synthetic_dir):
+    from seq2seq.search import Sampling
+    from seq2seq.translator import Translator
+    lines = (synthetic_dir / "test.src").read_text().splitlines()[:40]
+    sampling = Sampling(seed=3, temperature=1.5)
+    export = Translator.load(exported[0], device="cpu")
+    drawn = export.translate(lines, sampling=sampling, batch_size=64)
+    assert export.translate(lines, sampling=sampling, batch_size=1) == drawn
+    # The same draws as PyTorch's, but where the runtimes' float differences (within 1e-3) tip a
+    # draw between two nearly equal candidates.
+    run = Translator.load(trained_run, device="cpu").translate(lines, sampling=sampling)
+    assert sum(a == b for a, b in zip(drawn, run)) >= 0.9 * len(lines)
+    assert drawn != export.translate(lines, beam_size=1)
+
+
 def test_export_options_that_do_not_apply_are_one_line_errors(exported, synthetic_dir):
     proc = run_cli("translate", "--model", exported[0], "--input", synthetic_dir / "test.src", "--quantize", "int8")
     assert proc.returncode == 2 and "seq2seq export --quantize int8" in proc.stderr

@@ -491,3 +491,65 @@ def test_transfer_from_a_trimmed_parent_matches_rows_by_piece(trimmed_parent, ne
     for child_id, parent_id in shared:
         assert torch.equal(weights["encoder.embed.weight"][child_id],
                            parent.weights["encoder.embed.weight"][parent_id])
+
+
+@pytest.mark.parametrize("vocabulary", ["transfer", "keep_source", "keep"])
+def test_a_child_learns_a_corpus_tag_its_parent_never_saw(trained_run, synthetic_dir, new_lang_dir, tmp_path,
+                                                          vocabulary):
+    from seq2seq.start import prepare
+    # keep needs the parent's language pair; the others fine-tune to the new target language.
+    data, tgt = (synthetic_dir, "tgt") if vocabulary == "keep" else (new_lang_dir, "tg2")
+    raw = child_dict(data, trained_run, tgt=tgt, finetune={"vocabulary": vocabulary}, training={"max_steps": 2})
+    # The same pairs again, tagged, stand in for back-translations.
+    raw["data"]["train"] = [{"path": str(data / "train")}, {"path": str(data / "train"), "weight": 0.5, "tag": "<bt>"}]
+    cfg = load_child(raw, tmp_path)
+    store = prepare(cfg, tmp_path / "child", quiet=True)
+    src_tok, tgt_tok = RunDir(tmp_path / "child").open_tokenizers(cfg)
+    tag = src_tok.piece_to_id("\u2581<bt>")
+    assert src_tok.encode("<bt>") == [tag] and parent_lacks(trained_run, "\u2581<bt>")
+    (real_start, real_end), (bt_start, bt_end) = store.corpus_ranges()
+    assert all(store.pair(i)[0][0] == tag for i in range(bt_start, bt_end))
+    assert store.pair(bt_start)[0][1:] == store.pair(real_start)[0]
+    parent = finetune.Parent.load(trained_run, vocabulary=vocabulary)
+    torch.manual_seed(1)
+    model = build_model(cfg.model, src_vocab_size=len(src_tok), tgt_vocab_size=len(tgt_tok))
+    fresh = model.state_dict()["encoder.embed.weight"].clone()
+    parent.initialise(model, src_tok, tgt_tok)
+    rows = model.state_dict()["encoder.embed.weight"]
+    assert tag not in parent.maps["source"][0].tolist() and torch.equal(rows[tag], fresh[tag])  # a fresh row
+    if vocabulary != "transfer":
+        # The kept vocabulary grows by the tag alone: every parent piece keeps its id and its row.
+        assert tag == len(parent.src_tok) and len(src_tok) == len(parent.src_tok) + 1
+        assert torch.equal(rows[:tag], parent.weights["encoder.embed.weight"])
+        assert src_tok.encode_batch(["ka lo mi"]) == parent.src_tok.encode_batch(["ka lo mi"])
+    train(cfg, tmp_path / "child", quiet=True)
+    assert (tmp_path / "child" / "best.pt").exists()
+
+
+def parent_lacks(run_dir: Path, piece: str) -> bool:
+    tok = open_run(run_dir).src_tok
+    return tok.id_to_piece(tok.piece_to_id(piece)) != piece
+
+
+def test_keep_from_a_trimmed_parent_adds_the_tag_to_its_piece_lists(trimmed_parent, synthetic_dir, tmp_path):
+    from seq2seq.start import prepare
+    raw = child_dict(synthetic_dir, trimmed_parent, tgt="tgt", finetune={"vocabulary": "keep"})
+    raw["data"]["train"] = [{"path": str(synthetic_dir / "train")},
+                            {"path": str(synthetic_dir / "train"), "tag": "<bt>"}]
+    cfg = load_child(raw, tmp_path)
+    prepare(cfg, tmp_path / "child", quiet=True)
+    src_tok, tgt_tok = RunDir(tmp_path / "child").open_tokenizers(cfg)
+    parent_list = (trimmed_parent / "vocab.source.txt").read_text().split()
+    child_list = (tmp_path / "child" / "vocab.source.txt").read_text().split()
+    assert child_list[:-1] == parent_list and len(src_tok) == len(parent_list) + 1
+    assert src_tok.encode("<bt>") == [len(parent_list)]
+    assert (tmp_path / "child" / "vocab.target.txt").read_text() == (trimmed_parent / "vocab.target.txt").read_text()
+
+
+def test_keep_leaves_subword_sampling_free(trained_run, synthetic_dir, tmp_path):
+    raw = child_dict(synthetic_dir, trained_run, tgt="tgt", finetune={"vocabulary": "keep"})
+    raw["tokenizer"] = {"sampling": {"dropout": 0.1}}
+    assert load_child(raw, tmp_path).tokenizer.sampling.dropout == 0.1  # it cuts the text, not the tokenizer
+    raw["tokenizer"] = {"vocab_size": 99}
+    with pytest.raises(ConfigError, match="tokenizer.vocab_size"):
+        load_child(raw, tmp_path)

@@ -9,6 +9,7 @@ from conftest import expected_translation, tiny_config_dict
 from seq2seq.config import config_from_dict
 from seq2seq.model import build_model
 from seq2seq.quantize import quantize_int8, quantized_modules
+from seq2seq.search import Sampling
 from seq2seq.translator import Translator
 
 
@@ -28,6 +29,22 @@ def test_int8_translations_match_float(trained_run, synthetic_dir):
         assert sum(x == y for x, y in zip(a, b)) >= 0.9 * len(sources)
         exact = sum(h == expected_translation(s) for h, s in zip(b, sources)) / len(sources)
         assert exact >= 0.8, exact
+
+
+def test_int8_sampling_draws_per_line(trained_run, synthetic_dir):
+    lines = (synthetic_dir / "test.src").read_text().splitlines()[:40]
+    int8 = Translator.load(trained_run, device="cpu", quantize="int8")
+    sampling = Sampling(seed=2)
+    one = int8.translate(lines, sampling=sampling, batch_size=1)
+    # Line numbers, not positions in a call, seed the draws: the lines given in two calls draw the same.
+    assert int8.translate(lines[:15], sampling=sampling, batch_size=1) + \
+        int8.translate(lines[15:], sampling=sampling, batch_size=1, first_line=16) == one
+    assert one != int8.translate(lines, sampling=Sampling(seed=3, temperature=2.0), batch_size=1)  # it samples
+    # Dynamic quantization scales a batch's activations by that batch's range, so an int8 model's
+    # probabilities (even its greedy choices, now and then) move a little with the batch; the
+    # draws' random numbers do not, and most lines draw the same in batches of 64.
+    many = int8.translate(lines, sampling=sampling, batch_size=64)
+    assert sum(a == b for a, b in zip(one, many)) >= 0.85 * len(lines)
 
 
 def test_int8_lstm_model_scores_close_to_float(synthetic_dir):

@@ -1,15 +1,19 @@
 """Greedy and beam search against a scripted fake decoder (exact hypotheses and scores),
-and against a real tiny model (beam 1 equals greedy; batching changes nothing)."""
+and against a real tiny model (beam 1 equals greedy; batching changes nothing); sampling
+against hand-set distributions (the draws follow them) and a real model (the draws do not
+depend on the batch or the order of the lines)."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 
+from conftest import chi2_bound, chi_square
 from seq2seq.data import pad
-from seq2seq.search import (Hypothesis, beam_search, best_candidates, greedy_search, length_penalty,
-                            max_output_lengths)
+from seq2seq.search import (Hypothesis, Sampling, beam_search, best_candidates, greedy_search, length_penalty,
+                            max_output_lengths, sample_search, uniform)
 from seq2seq.tokenizer import BOS, EOS, PAD
 from seq2seq.search import translate_ids
 from seq2seq.translator import Translator
@@ -205,6 +209,121 @@ def test_translate_ids_searches_any_step_model():
     assert greedy[0][0].tokens == [4, 4]
 
 
+# -- sampling from hand-set distributions ---------------------------------------------------
+
+
+class TableModel:
+    """A StepModel whose next-piece probabilities depend on the previous piece only: table[prev]."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, table: dict[int, list[float]]):
+        self.rows = torch.full((VOCAB, VOCAB), 1.0 / VOCAB)
+        for prev, probs in table.items():
+            self.rows[prev] = torch.tensor(probs)
+        self.log_rows = self.rows.log()
+
+    def start(self, src, src_lengths):
+        return FakeMemory(src[:, 0].clone()), FakeState(torch.empty(src.size(0), 0, dtype=torch.long))
+
+    def step(self, prev, state, memory):
+        return self.log_rows[prev], FakeState(torch.cat([state.prefix, prev.unsqueeze(1)], dim=1)), None
+
+
+# Every piece has some probability, PAD, UNK and BOS included: sampling is from the whole distribution.
+FIRST = [0.02, 0.03, 0.01, 0.14, 0.35, 0.25, 0.12, 0.08]
+AFTER_4 = [0.01, 0.01, 0.01, 0.47, 0.10, 0.30, 0.05, 0.05]
+AFTER_5 = [0.01, 0.02, 0.02, 0.25, 0.40, 0.05, 0.15, 0.10]
+TWO_STEPS = TableModel({BOS: FIRST, 4: AFTER_4, 5: AFTER_5})
+
+
+def draw(model, n: int, max_len: int, sampling: Sampling, first_line: int = 0) -> list[Hypothesis]:
+    src = torch.full((n, 1), 4, dtype=torch.long)
+    hyps = sample_search(model, src, torch.ones(n, dtype=torch.long), max_lengths=torch.full((n,), max_len),
+                         line_ids=torch.arange(first_line, first_line + n), sampling=sampling)
+    return [h[0] for h in hyps]
+
+
+def test_sampling_follows_the_model_distribution_exactly():
+    # Two free steps (the third must be EOS): the sequences are drawn with their probabilities
+    # under the model, conditional second steps included.
+    n = 40_000
+    hyps = draw(TWO_STEPS, n, max_len=3, sampling=Sampling(seed=7))
+    expected = {(): FIRST[EOS]}
+    for a in range(VOCAB):
+        if a == EOS:
+            continue
+        second = TWO_STEPS.rows[a].tolist()
+        expected[(a,)] = FIRST[a] * second[EOS]
+        for b in range(VOCAB):
+            if b != EOS:
+                expected[(a, b)] = FIRST[a] * second[b]
+    assert sum(expected.values()) == pytest.approx(1.0)
+    counts: dict = {}
+    for h in hyps:
+        counts[tuple(h.tokens)] = counts.get(tuple(h.tokens), 0) + 1
+    stat, df = chi_square(counts, expected, n)
+    assert df >= 20 and stat < chi2_bound(df), (stat, df)
+    # Scores are the model's own log-probabilities of what was drawn, EOS included (forced after two pieces).
+    for h in hyps[:50]:
+        forced_eos = TWO_STEPS.rows[h.tokens[-1], EOS].item() if len(h.tokens) == 2 else 1.0
+        assert h.log_prob == pytest.approx(math.log(expected[tuple(h.tokens)] * forced_eos), rel=1e-5)
+
+
+@pytest.mark.parametrize("sampling, law", [
+    (Sampling(seed=3, temperature=2.0), lambda p: [x ** 0.5 for x in p]),
+    (Sampling(seed=4, temperature=0.5), lambda p: [x ** 2 for x in p]),
+    (Sampling(seed=5, top_k=3), lambda p: [x if x >= sorted(p)[-3] else 0.0 for x in p]),
+    (Sampling(seed=6, top_k=2, temperature=3.0), lambda p: [x ** (1 / 3) if x >= sorted(p)[-2] else 0.0 for x in p]),
+])
+def test_temperature_and_top_k_reshape_the_distribution(sampling, law):
+    n = 20_000
+    first = [h.tokens[0] if h.tokens else EOS for h in draw(TWO_STEPS, n, max_len=2, sampling=sampling)]
+    weights = law(FIRST)
+    expected = {piece: w / sum(weights) for piece, w in enumerate(weights)}
+    counts = {piece: first.count(piece) for piece in range(VOCAB)}
+    assert all(counts[p] == 0 for p, q in expected.items() if q == 0)
+    stat, df = chi_square(counts, {p: q for p, q in expected.items() if q > 0}, n)
+    assert stat < chi2_bound(df), (stat, df)
+
+
+def test_a_draw_depends_on_seed_and_line_number_only():
+    sampling = Sampling(seed=11)
+    together = [h.tokens for h in draw(TWO_STEPS, 12, 5, sampling, first_line=100)]
+    alone = [draw(TWO_STEPS, 1, 5, sampling, first_line=100 + i)[0].tokens for i in range(12)]
+    assert together == alone
+    assert len({tuple(t) for t in together}) > 3  # lines draw differently
+    other_seed = [h.tokens for h in draw(TWO_STEPS, 12, 5, Sampling(seed=12), first_line=100)]
+    assert other_seed != together
+    # top_k=1 leaves one candidate: greedy.
+    greedy = run(greedy_search, [0, 1, 1, 0])
+    model = ScriptedModel(SCRIPTS)
+    sampled = sample_search(model, torch.tensor([[0], [1], [1], [0]]), torch.ones(4, dtype=torch.long),
+                            max_lengths=torch.full((4,), 10), line_ids=torch.arange(4), sampling=Sampling(top_k=1))
+    assert [h[0].tokens for h in sampled] == [g[0].tokens for g in greedy]
+
+
+def test_the_random_numbers_are_uniform_and_a_function_of_seed_line_and_step():
+    lines = torch.arange(20_000, dtype=torch.long)
+    u = torch.stack([uniform(1, lines, step) for step in range(4)])  # (steps, lines)
+    assert u.dtype == torch.float32 and 0 < float(u.min()) and float(u.max()) < 1
+    counts = torch.histc(u, bins=20, min=0, max=1)
+    expected = u.numel() / 20
+    assert float(((counts - expected) ** 2 / expected).sum()) < chi2_bound(19)
+    # Neighbouring lines and steps, and other seeds, are uncorrelated.
+    for a, b in ((u[0, :-1], u[0, 1:]), (u[0], u[1]), (u[0], uniform(2, lines, 0))):
+        assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.03
+    assert not torch.equal(uniform(1, lines + 2 ** 32, 0), u[0])  # lines beyond 32 bits count too
+    # A (seed, line, step) gives the same number in any company and order.
+    assert torch.equal(uniform(1, torch.tensor([17, 5]), 2), u[2, [17, 5]])
+
+
+def test_sampling_with_beams_is_refused():
+    with pytest.raises(ValueError, match="beam_size"):
+        translate_ids(ScriptedModel(SCRIPTS), [[0]], beam_size=2, batch_size=1, alpha=0.0, max_len_ratio=1.0,
+                      max_len_offset=5, sampling=Sampling())
+
+
 # -- a real (tiny, trained) model ----------------------------------------------------------
 
 
@@ -241,6 +360,29 @@ def test_real_model_results_do_not_depend_on_batch_size(translator, sources, bea
         assert a[0].score == pytest.approx(b[0].score, abs=1e-4)
 
 
+@pytest.mark.parametrize("sampling", [Sampling(seed=5), Sampling(seed=6, top_k=3, temperature=1.5)])
+def test_sampled_translations_do_not_depend_on_batch_size_or_line_order(translator, sources, sampling):
+    options = dict(beam_size=1, alpha=0.0, max_len_ratio=2.0, max_len_offset=10, sampling=sampling)
+    by_size = [[h[0].tokens for h in translate_ids(translator.model, sources, batch_size=size, **options)]
+               for size in (1, 3, 64)]
+    assert by_size[0] == by_size[1] == by_size[2]
+    # The lines shuffled, each keeping its line number, and mapped back.
+    order = list(range(len(sources)))
+    random.Random(1).shuffle(order)
+    shuffled = translate_ids(translator.model, [sources[i] for i in order], batch_size=7, line_ids=order, **options)
+    back = [None] * len(sources)
+    for i, hyps in zip(order, shuffled):
+        back[i] = hyps[0].tokens
+    assert back == by_size[0]
+    # It does sample: another seed, or the greedy choice, differs on some lines.
+    greedy = [h[0].tokens for h in translate_ids(translator.model, sources, batch_size=64, beam_size=1, alpha=0.0,
+                                                  max_len_ratio=2.0, max_len_offset=10)]
+    hot = Sampling(seed=sampling.seed + 1, temperature=3.0)
+    other = [h[0].tokens for h in translate_ids(translator.model, sources, batch_size=64, **{**options,
+                                                                                           "sampling": hot})]
+    assert other != by_size[0] and other != greedy
+
+
 def test_real_model_respects_max_length(translator, sources):
     hyps = translate_ids(translator.model, sources, beam_size=3, batch_size=16, alpha=1.0, max_len_ratio=0.0,
                          max_len_offset=3)
@@ -252,7 +394,7 @@ def test_real_model_respects_max_length(translator, sources):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("beam_size, nbest", [(1, 1), (4, 1), (4, 3)])
+@pytest.mark.parametrize("beam_size, nbest", [(1, 1), (4, 1), (4, 3), ("sample", 1)])
 def test_search_copies_to_the_host_at_most_once_a_step(cell, beam_size, nbest):
     from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
     from seq2seq.model import build_model
@@ -275,7 +417,10 @@ def test_search_copies_to_the_host_at_most_once_a_step(cell, beam_size, nbest):
     src, lengths = pad(src_ids), torch.tensor([len(s) for s in src_ids])
     max_lengths = max_output_lengths(lengths, 1.5, 2)
     with count_ops() as counts:
-        if beam_size == 1:
+        if beam_size == "sample":
+            hyps = sample_search(model, src, lengths, max_lengths=max_lengths, line_ids=torch.arange(len(src_ids)),
+                                 sampling=Sampling(top_k=5, temperature=1.2))
+        elif beam_size == 1:
             hyps = greedy_search(model, src, lengths, max_lengths=max_lengths)
         else:
             hyps = beam_search(model, src, lengths, beam_size=beam_size, nbest=nbest, max_lengths=max_lengths)

@@ -13,14 +13,15 @@ import torch
 from conftest import small_filesystem, tiny_config_dict, write_synthetic
 from seq2seq.cli import main
 from seq2seq.config import config_from_dict
-from seq2seq.data import epoch_batches, tag_sources
+from seq2seq.data import epoch_batches, iterate_batches, tag_sources
 from seq2seq.data import format as format_module
 from seq2seq.data import prepare as prepare_module
 from seq2seq.data.format import Store
-from seq2seq.data.prepare import open_or_prepare
+from seq2seq.data.prepare import fingerprint, open_or_prepare
 from seq2seq.data.sampling import epoch_pool
 from seq2seq.errors import TrainingError
 from seq2seq.rundir import RunDir
+from seq2seq.search import Sampling, translate_ids
 from seq2seq.start import prepare
 
 
@@ -78,7 +79,7 @@ def test_an_interrupted_prepare_leaves_nothing_a_later_run_trusts(tmp_path, synt
     cfg = config_from_dict(tiny_config_dict(synthetic_dir))
     run = tmp_path / "run"
     monkeypatch.setattr(prepare_module, "CHUNK", 500)
-    real = prepare_module.encode_pairs
+    real = prepare_module.encode_chunk
     calls = {"n": 0}
 
     def interrupted(*args):
@@ -87,7 +88,7 @@ def test_an_interrupted_prepare_leaves_nothing_a_later_run_trusts(tmp_path, synt
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(prepare_module, "encode_pairs", interrupted)
+    monkeypatch.setattr(prepare_module, "encode_chunk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg, run, quiet=True)
     assert not RunDir(run).prepared.exists()
@@ -95,7 +96,7 @@ def test_an_interrupted_prepare_leaves_nothing_a_later_run_trusts(tmp_path, synt
     # a kill -9 leaves its temporary directory: never read, and cleared by the next prepare
     (run / ".prepared.tmp999").mkdir()
     (run / ".prepared.tmp999" / "meta.json").write_text("{}")
-    monkeypatch.setattr(prepare_module, "encode_pairs", real)
+    monkeypatch.setattr(prepare_module, "encode_chunk", real)
     store = prepare(cfg, run, quiet=True)
     assert store.meta["counts"]["read"] == 3000 and not list(run.glob(".prepared.tmp*"))
 
@@ -235,3 +236,187 @@ def test_a_model_too_large_for_memory_is_one_line(tmp_path, synthetic_dir, capsy
     assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of memory" in err[0] and "tokenizer.vocab_size" in err[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Corpus tags (tagged back-translation) and random segmentations (subword regularisation)
+
+
+def two_corpora(tmp_path: Path, **sections) -> dict:
+    """A config over a real corpus and a second one tagged <bt> (a stand-in for back-translations)."""
+    real = write_synthetic(tmp_path / "real", train=400, valid=20, test=10, seed=1)
+    synthetic = write_synthetic(tmp_path / "bt", train=300, valid=5, test=5, seed=2)
+    raw = tiny_config_dict(real, **sections)
+    raw["data"]["train"] = [{"path": str(real / "train")}, {"path": str(synthetic / "train"), "tag": "<bt>"}]
+    return raw
+
+
+def test_a_corpus_tag_is_the_first_piece_of_exactly_that_corpus_s_sources(tmp_path):
+    cfg = config_from_dict(two_corpora(tmp_path))
+    store = prepare(cfg, tmp_path / "run", quiet=True)
+    src_tok, tgt_tok = RunDir(tmp_path / "run").open_tokenizers(cfg)
+    tag = src_tok.piece_to_id("\u2581<bt>")
+    assert src_tok.encode("<bt>") == [tag] and src_tok.id_to_piece(tag) == "\u2581<bt>"
+    (real_start, real_end), (bt_start, bt_end) = store.corpus_ranges()
+    assert bt_end - bt_start > 200 and real_end - real_start > 300
+    assert all(tag not in store.pair(i)[0] for i in range(real_start, real_end))
+    # A tagged source is the tag, then the source's own pieces, exactly as encoded alone.
+    pairs = zip(lines(tmp_path / "bt" / "train.src"), lines(tmp_path / "bt" / "train.tgt"))
+    expected = [[tag] + src_tok.encode(s) for s, t in pairs
+                if len(src_tok.encode(s)) < 20 and len(tgt_tok.encode(t)) <= 20]
+    assert [store.pair(i)[0] for i in range(bt_start, bt_end)] == expected
+
+
+def test_the_tags_are_part_of_the_store_s_fingerprint(tmp_path, caplog):
+    raw = two_corpora(tmp_path)
+    untagged = {**raw, "data": {**raw["data"], "train": [{"path": c["path"]} for c in raw["data"]["train"]]}}
+    plain = fingerprint(config_from_dict(untagged).data, [])
+    assert set(plain) == {"version", "inputs", "tokenizers", "settings"}  # stores prepared before tags stay valid
+    tagged = fingerprint(config_from_dict(raw).data, [])
+    assert tagged["tags"] == [None, "<bt>"] and {k: v for k, v in tagged.items() if k != "tags"} == plain
+    cfg = config_from_dict(raw)
+    first = prepare(cfg, tmp_path / "run", quiet=True)
+    caplog.set_level(logging.INFO, logger="seq2seq")
+    logging.getLogger("seq2seq").propagate = True
+    raw["data"]["train"][1]["tag"] = "<BT>"
+    # (the tokenizer was trained for <bt>: only the store is compared here, with the same tokenizer files)
+    again = prepared(config_from_dict(raw), tmp_path / "run")
+    assert "out of date (tags changed)" in caplog.text and again.meta["fingerprint"]["tags"] == [None, "<BT>"]
+    assert again.meta["fingerprint"] != first.meta["fingerprint"]
+
+
+def test_a_tokenizer_without_the_tag_is_refused_in_one_line(tmp_path, capsys):
+    raw = two_corpora(tmp_path)
+    tag = raw["data"]["train"][1].pop("tag")
+    run = tmp_path / "run"
+    prepare(config_from_dict(raw), run, quiet=True)
+    RunDir(run).tokenizer_record.unlink()  # tokenizers of unknown origin are used as they are
+    raw["data"]["train"][1]["tag"] = tag
+    config = tmp_path / "tagged.yaml"
+    config.write_text(json.dumps(raw))
+    assert main(["prepare", "--config", str(config), "--run-dir", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.train[1].tag: <bt> is not one piece of the source tokenizer" in err[0], err
+    # With its record, the tokenizer is trained again for the tag.
+    (tmp_path / "run2").mkdir()
+    prepare(config_from_dict({**raw, "data": {**raw["data"], "train": [raw["data"]["train"][0]]}}), tmp_path / "run2",
+            quiet=True)
+    store = prepare(config_from_dict(raw), tmp_path / "run2", quiet=True)
+    assert "training it again" in (tmp_path / "run2" / "train.log").read_text()
+    assert store.pair(len(store) - 1)[0][0] == RunDir(tmp_path / "run2").open_tokenizers(
+        config_from_dict(raw))[0].piece_to_id("\u2581<bt>")
+
+
+def test_translation_never_adds_the_tag_nor_writes_it(tmp_path):
+    from seq2seq.trainer import train
+    from seq2seq.translator import Translator, WithoutPieces
+    cfg = config_from_dict(two_corpora(tmp_path, training={"max_steps": 5}))
+    train(cfg, tmp_path / "run", quiet=True)
+    translator = Translator.load(tmp_path / "run", device="cpu")
+    tag = translator.src_tok.piece_to_id("\u2581<bt>")
+    sources = lines(tmp_path / "real" / "test.src")
+    assert all(tag not in ids for ids in translator.encode_sources(sources))
+    assert translator.encode_sources(sources) == [translator.src_tok.encode(s) for s in sources]
+    # A model that wants nothing but the tag (its output bias raised far above the rest) still never writes it.
+    assert isinstance(translator.model, WithoutPieces)
+    out_tag = translator.tgt_tok.piece_to_id("\u2581<bt>")
+    with torch.no_grad():
+        translator.model.inner.output.bias[out_tag] += 100.0
+    raw = translate_ids(translator.model.inner, translator.encode_sources(sources[:3]), beam_size=1, batch_size=8,
+                        alpha=0.0, max_len_ratio=1.0, max_len_offset=3)
+    assert all(out_tag in h[0].tokens for h in raw)  # without the guard it would
+    for options in ({"beam_size": 1}, {"beam_size": 3}, {"sampling": Sampling(seed=1)}):
+        assert not any("<bt>" in text for text in translator.translate(sources, **options))
+
+
+def sampled_config(tmp_path: Path, **sampling) -> dict:
+    return two_corpora(tmp_path, tokenizer={"vocab_size": 100, **({"model_type": "unigram"} if "alpha" in sampling
+                                                                   else {}), "sampling": sampling})
+
+
+@pytest.mark.parametrize("sampling", [{"dropout": 0.3, "copies": 3}, {"alpha": 0.2, "copies": 2},
+                                      {"alpha": 0.5, "nbest_size": 4, "copies": 2}])
+def test_each_epoch_sees_another_segmentation_of_the_same_pairs(tmp_path, sampling):
+    cfg = config_from_dict(sampled_config(tmp_path, **sampling))
+    store = prepare(cfg, tmp_path / "run", quiet=True)
+    src_tok, tgt_tok = RunDir(tmp_path / "run").open_tokenizers(cfg)
+    copies = sampling["copies"]
+    assert store.meta["sampled_copies"] == copies and store.for_epoch(1) is not store
+    epochs = [store.for_epoch(e) for e in range(1, copies + 2)]
+    assert epochs[copies] is epochs[0]  # epoch copies + 1 trains on copy 0 again
+    tag = src_tok.piece_to_id("\u2581<bt>")
+    bt_start, bt_end = store.corpus_ranges()[1]
+    for a, b in zip(epochs, epochs[1:copies]):
+        changed = [i for i in range(len(store)) if a.pair(i) != b.pair(i)]
+        assert len(changed) > 0.1 * len(store)  # two epochs cut many sentences differently
+    for e in epochs[:copies]:
+        assert len(e) == len(store) and e.corpus_ranges() == store.corpus_ranges()
+        src_lens, tgt_lens = e.lengths()
+        for i in range(len(store)):
+            src, tgt = e.pair(i)
+            # the same text (and the tag still one piece, first) in other pieces, within the length limits
+            assert src_tok.decode(src) == src_tok.decode(store.pair(i)[0])
+            assert tgt_tok.decode(tgt) == tgt_tok.decode(store.pair(i)[1])
+            assert (src[0] == tag) == (bt_start <= i < bt_end)
+            assert len(src) == src_lens[i] <= 20 and len(tgt) == tgt_lens[i] <= 20
+    # Random segmentations are longer: the pieces are smaller.
+    assert sum(epochs[0].lengths()[0].tolist()) > sum(store.lengths()[0].tolist())
+    # The settings and the seed are in the fingerprint: changing them prepares the store again.
+    assert store.meta["fingerprint"]["sampling"]["copies"] == copies
+    assert store.meta["fingerprint"]["sampling"]["seed"] == cfg.training.seed
+
+
+def test_workers_draw_random_segmentations_of_the_same_pairs(tmp_path, monkeypatch):
+    # (SentencePiece's draws are not reproducible from one process to another, so the copies that
+    # workers draw are other random segmentations than one process draws: only their text must agree.)
+    monkeypatch.setattr(prepare_module, "CHUNK", 150)  # several chunks, handed out to both workers
+    raw = sampled_config(tmp_path, dropout=0.3, copies=2)
+    raw["data"]["num_workers"] = 2
+    cfg = config_from_dict(raw)
+    store = prepare(cfg, tmp_path / "run", quiet=True)
+    src_tok, tgt_tok = RunDir(tmp_path / "run").open_tokenizers(cfg)
+    for k in (1, 2):
+        copy = store.for_epoch(k)
+        assert [src_tok.decode(copy.pair(i)[0]) for i in range(len(store))] == \
+            [src_tok.decode(store.pair(i)[0]) for i in range(len(store))]
+        assert [tgt_tok.decode(copy.pair(i)[1]) for i in range(len(store))] == \
+            [tgt_tok.decode(store.pair(i)[1]) for i in range(len(store))]
+        assert sum(copy.pair(i) != store.pair(i) for i in range(len(store))) > 0.3 * len(store)
+
+
+def test_training_reads_the_epoch_s_segmentation_and_validation_the_deterministic_one(tmp_path, monkeypatch):
+    import seq2seq.trainer as trainer_module
+    from seq2seq.start import begin
+    raw = sampled_config(tmp_path, dropout=0.3, copies=2)
+    raw["training"].update(max_epochs=3, batch_size=200)
+    read = []
+    real = trainer_module.iterate_batches
+
+    def recording(data, batches, start=0):
+        read.append(data.directory.name)
+        return real(data, batches, start)
+
+    monkeypatch.setattr(trainer_module, "iterate_batches", recording)
+    session = begin(config_from_dict(raw), tmp_path / "run", quiet=True)
+    trainer_module.fit(session, quiet=True)
+    assert read == ["sampled.0", "sampled.1", "sampled.0"]
+    # Validation sources are cut as translate cuts them, whatever tokenizer.sampling says.
+    valid_src = lines(tmp_path / "real" / "valid.src")
+    assert session.valid.src_ids == [session.src_tok.encode(s) for s in valid_src]
+    assert session.valid.src_ids == begin(config_from_dict(raw), tmp_path / "run", resume=True,
+                                          quiet=True).valid.src_ids
+
+
+def test_without_sampling_epochs_read_the_store_itself_and_batches_are_unchanged(tmp_path, synthetic_dir):
+    cfg = config_from_dict(tiny_config_dict(synthetic_dir))
+    store = prepare(cfg, tmp_path / "run", quiet=True)
+    assert "sampled_copies" not in store.meta and not list(store.directory.glob("sampled.*"))
+    assert "sampling" not in store.meta["fingerprint"]
+    reopened = Store.open(store.directory)
+    for epoch in (1, 2):
+        assert store.for_epoch(epoch) is store
+        new = epoch_batches(store.for_epoch(epoch), batch_tokens=None, batch_size=64, seed=1, epoch=epoch)
+        old = epoch_batches(reopened, batch_tokens=None, batch_size=64, seed=1, epoch=epoch)
+        assert list(new) == list(old)
+        for a, b in zip(iterate_batches(store.for_epoch(epoch), new), iterate_batches(reopened, old)):
+            assert torch.equal(a.src, b.src) and torch.equal(a.tgt_in, b.tgt_in) and torch.equal(a.tgt_out, b.tgt_out)

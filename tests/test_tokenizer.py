@@ -112,3 +112,47 @@ def test_kept_list_file_round_trips_and_bad_lists_are_refused(tok, tmp_path):
         Tokenizer(tok.path, [0, 1, 3, 2, 10])
     with pytest.raises(ValueError, match="below"):
         Tokenizer(tok.path, [0, 1, 2, 3, len(tok)])
+
+
+@pytest.mark.parametrize("model_type, alpha, nbest_size", [("bpe", 0.3, -1), ("unigram", 0.2, -1), ("unigram", 0.5, 8)])
+def test_random_segmentations_round_trip_and_repeat_with_their_seed(tmp_path, model_type, alpha, nbest_size):
+    t = train_tokenizer(SENTENCES, tmp_path / "m.model", vocab_size=120, model_type=model_type,
+                        character_coverage=1.0)
+    texts = sorted(set(SENTENCES))
+    drawn = t.sample_batch(texts * 4, alpha=alpha, nbest_size=nbest_size, seed=3)
+    assert [t.decode(ids) for ids in drawn] == texts * 4
+    assert sum(d != t.encode(text) for d, text in zip(drawn, texts * 4)) > len(drawn) // 4
+    assert t.sample_batch(texts * 4, alpha=alpha, nbest_size=nbest_size, seed=3) == drawn
+    assert t.sample_batch(texts * 4, alpha=alpha, nbest_size=nbest_size, seed=4) != drawn
+    assert t.encode_batch(texts) == [t.encode(text) for text in texts]  # encoding itself stays deterministic
+
+
+def test_pieces_added_to_a_model_are_whole_and_leave_the_others_as_they_were(tok, tmp_path):
+    import shutil
+    from seq2seq.tokenizer import add_pieces
+    path = tmp_path / "grown.model"
+    shutil.copy(tok.path, path)
+    add_pieces(path, ["\u2581<bt>", "<ft>"])
+    grown = Tokenizer(path)
+    assert len(grown) == len(tok) + 2
+    assert grown.id_to_piece(len(tok)) == "\u2581<bt>" and grown.id_to_piece(len(tok) + 1) == "<ft>"
+    assert [grown.id_to_piece(i) for i in range(len(tok))] == [tok.id_to_piece(i) for i in range(len(tok))]
+    for text in sorted(set(SENTENCES)):
+        assert grown.encode(text) == tok.encode(text)
+        assert grown.encode(f"<bt> {text}") == [len(tok)] + tok.encode(text)
+    assert grown.decode(grown.encode("<bt> Two dogs <ft>play.")) == "<bt> Two dogs <ft>play."
+
+
+def test_the_tokenizer_record_holds_the_tags_but_not_the_sampling(tmp_path):
+    from seq2seq.config import config_from_dict
+    from seq2seq.tokenizer_record import _record_changes, tokenizer_record
+    plain = tokenizer_record(config_from_dict({}))
+    assert plain["settings"]["data.train[].tag"] is None and not any("sampling" in k for k in plain["settings"])
+    # A record written before tags existed (no such key) matches a run without tags: nothing is retrained.
+    old = {**plain, "settings": {k: v for k, v in plain["settings"].items() if k != "data.train[].tag"}}
+    assert _record_changes(old, plain) == []
+    sampled = tokenizer_record(config_from_dict({"tokenizer": {"sampling": {"dropout": 0.1}}}))
+    assert _record_changes(plain, sampled) == []
+    untagged = tokenizer_record(config_from_dict({"data": {"train": [{"path": "a"}, {"path": "b"}]}}))
+    tagged = tokenizer_record(config_from_dict({"data": {"train": [{"path": "a"}, {"path": "b", "tag": "<bt>"}]}}))
+    assert _record_changes(untagged, tagged) == ["data.train[].tag changed (null -> ['<bt>'])"]

@@ -7,5 +7,5 @@ from ..errors import DataError  # noqa: F401
 from .batches import (Batch, BatchPlan, batch_indices, epoch_batches, groups, iterate_batches,  # noqa: F401
                       make_batch, pad, plan_batches)
 from .encode import ParallelData, encode_parallel  # noqa: F401
-from .text import (TAG_PATTERN, describe_train, detokenize, encode_sources, read_lines,  # noqa: F401
-                   read_parallel, stream_pairs, tag_sources, tags_in, target_tag)
+from .text import (TAG_PATTERN, corpus_tags, describe_train, detokenize, encode_sources, read_lines,  # noqa: F401
+                   read_parallel, stream_pairs, tag_piece, tag_sources, tag_training_sources, tags_in, target_tag)

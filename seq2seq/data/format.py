@@ -5,6 +5,8 @@
                          vocabularies over 65,536 pieces)
     src.off, tgt.off     int64 offsets into the ids: pair i is ids[off[i]:off[i + 1]]
     src.len, tgt.len     lengths in pieces (uint8, int16 or int32, by data.max_*_len)
+    sampled.K/           with tokenizer.sampling: the same six files for random segmentation
+                         K (0, 1, ...) of the same pairs (meta.json's "sampled_copies")
 
 Corpora are stored one after another, in data.train's order. Training keeps only the lengths in
 memory (one or two bytes a pair and side) and reads the ids of a batch's pairs with positioned
@@ -68,13 +70,26 @@ class Store:
     tgt_lens: torch.Tensor
     _fds: dict = field(default_factory=dict, repr=False)
     _maps: dict = field(default_factory=dict, repr=False)
+    _copies: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, directory: Path) -> "Store":
-        meta = json.loads((directory / META).read_text(encoding="utf-8"))
+    def open(cls, directory: Path, meta: dict | None = None) -> "Store":
+        """The store in `directory`; `meta`: that of the store whose sampled copy this is."""
+        meta = meta if meta is not None else json.loads((directory / META).read_text(encoding="utf-8"))
         lens = [torch.frombuffer(bytearray((directory / f"{side}.len").read_bytes()) or bytearray(1),
                                  dtype=_DTYPES[meta["len_type"]])[:meta["pairs"]] for side in ("src", "tgt")]
         return cls(directory, meta, *lens)
+
+    def for_epoch(self, epoch: int) -> "Store":
+        """The segmentation that epoch `epoch` (from 1) trains on: with random segmentations
+        (tokenizer.sampling), copy (epoch - 1) mod their number; otherwise this store itself."""
+        copies = self.meta.get("sampled_copies", 0)
+        if not copies:
+            return self
+        k = (epoch - 1) % copies
+        if k not in self._copies:
+            self._copies[k] = Store.open(self.directory / sampled_dir(k), self.meta)
+        return self._copies[k]
 
     def __len__(self) -> int:
         return self.meta["pairs"]
@@ -126,6 +141,11 @@ class Store:
             ranges.append((start, start + c["kept"]))
             start += c["kept"]
         return ranges
+
+
+def sampled_dir(k: int) -> str:
+    """The subdirectory of random segmentation `k`."""
+    return f"sampled.{k}"
 
 
 class Writer:

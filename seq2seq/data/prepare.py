@@ -28,8 +28,8 @@ from ..config import DataConfig
 from ..errors import TrainingError
 from ..tokenizer import Tokenizer
 from .batches import groups
-from .encode import Counts, Filters, encode_pairs, report
-from .format import META, STORE_VERSION, Store, Writer, id_type, len_type, read_meta, write_meta
+from .encode import Counts, Filters, Segmenting, encode_chunk, report
+from .format import META, STORE_VERSION, Store, Writer, id_type, len_type, read_meta, sampled_dir, write_meta
 from .text import SkippedLines, corpus_files, corpus_name, stream_corpus
 
 log = logging.getLogger("seq2seq")
@@ -45,18 +45,24 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
 
 
-def fingerprint(data: DataConfig, tokenizer_files: Sequence[Path]) -> dict:
+def fingerprint(data: DataConfig, tokenizer_files: Sequence[Path], segmenting: Segmenting | None = None) -> dict:
     """Everything the store's content depends on: the input files (path, size, modification
-    time), the tokenizer files' content and the settings that encode and filter."""
+    time), the tokenizer files' content, the settings that encode and filter, and the corpus
+    tags and random segmentations where there are any (so that stores without them keep the
+    fingerprint they had before either existed)."""
     inputs = []
     for corpus in data.train:
         for name in corpus_files(data, corpus):
             path = Path(name)
             stat = path.stat() if path.exists() else None
             inputs.append([str(path.resolve()), stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
-    return {"version": STORE_VERSION, "inputs": inputs,
-            "tokenizers": [_file_hash(Path(f)) for f in tokenizer_files],
-            "settings": {k: getattr(data, k) for k in SETTINGS}}
+    fp = {"version": STORE_VERSION, "inputs": inputs, "tokenizers": [_file_hash(Path(f)) for f in tokenizer_files],
+          "settings": {k: getattr(data, k) for k in SETTINGS}}
+    if any(corpus.tag for corpus in data.train):
+        fp["tags"] = [corpus.tag for corpus in data.train]
+    if segmenting is not None:
+        fp["sampling"] = asdict(segmenting)
+    return fp
 
 
 def store_dir(data: DataConfig, prepared: Path, fp: dict) -> Path:
@@ -72,20 +78,21 @@ def store_dir(data: DataConfig, prepared: Path, fp: dict) -> Path:
 _worker: dict = {}
 
 
-def _start_worker(files: tuple, filters: Filters) -> None:
+def _start_worker(files: tuple) -> None:
     (src_model, src_kept), (tgt_model, tgt_kept) = files
-    _worker.update(src=Tokenizer(src_model, src_kept), tgt=Tokenizer(tgt_model, tgt_kept), filters=filters)
+    _worker.update(src=Tokenizer(src_model, src_kept), tgt=Tokenizer(tgt_model, tgt_kept))
 
 
-def _encode_in_worker(pairs: list[tuple[str, str]]):
-    return encode_pairs(pairs, _worker["src"], _worker["tgt"], _worker["filters"])
+def _encode_in_worker(task: tuple):
+    pairs, filters, segmenting, place = task
+    return encode_chunk(pairs, _worker["src"], _worker["tgt"], filters, segmenting, place)
 
 
 def prepare_store(data: DataConfig, directory: Path, src_tok: Tokenizer, tgt_tok: Tokenizer, fp: dict, *,
-                  quiet: bool = False) -> Store:
+                  segmenting: Segmenting | None = None, quiet: bool = False) -> Store:
     """Stream every training corpus once, encode and filter it, and write the store into
-    `directory` (replacing what is there). Progress goes to the log (and a bar on a terminal)."""
-    filters = Filters.for_training(data)
+    `directory` (replacing what is there), with `segmenting`'s random segmentations of the
+    same pairs beside it. Progress goes to the log (and a bar on a terminal)."""
     id_code = id_type(max(len(src_tok), len(tgt_tok)))
     len_code = len_type(max(data.max_src_len, data.max_tgt_len))
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -96,21 +103,30 @@ def prepare_store(data: DataConfig, directory: Path, src_tok: Tokenizer, tgt_tok
     pool = None
     try:
         writer = Writer(tmp, id_code, len_code)
+        copy_writers = []
+        for k in range(segmenting.copies if segmenting is not None else 0):
+            (tmp / sampled_dir(k)).mkdir()
+            copy_writers.append(Writer(tmp / sampled_dir(k), id_code, len_code))
         if data.num_workers > 1:
             files = ((src_tok.path, src_tok.kept), (tgt_tok.path, tgt_tok.kept))
-            pool = multiprocessing.get_context("spawn").Pool(data.num_workers, _start_worker, (files, filters))
+            pool = multiprocessing.get_context("spawn").Pool(data.num_workers, _start_worker, (files,))
         total, per_corpus = Counts(), []
         show_bar = not quiet and sys.stderr.isatty()
         start = time.perf_counter()
         bar = tqdm(disable=not show_bar, unit=" pairs", desc="preparing", dynamic_ncols=True, leave=False)
-        for corpus in data.train:
+        for c, corpus in enumerate(data.train):
+            filters = Filters.for_training(data, corpus)
             counts, skipped = Counts(), SkippedLines()
-            chunks = groups(stream_corpus(data, corpus, skipped), CHUNK)
-            results = (pool.imap(_encode_in_worker, chunks) if pool is not None else
-                       (encode_pairs(chunk, src_tok, tgt_tok, filters) for chunk in chunks))
-            for src_ids, tgt_ids, chunk_counts in results:
+            tasks = ((chunk, filters, segmenting, (c, n))
+                     for n, chunk in enumerate(groups(stream_corpus(data, corpus, skipped), CHUNK)))
+            results = (pool.imap(_encode_in_worker, tasks) if pool is not None else
+                       (encode_chunk(chunk, src_tok, tgt_tok, *rest) for chunk, *rest in tasks))
+            for src_ids, tgt_ids, chunk_counts, copies in results:
                 writer.write("src", src_ids)
                 writer.write("tgt", tgt_ids)
+                for copy_writer, (copy_src, copy_tgt) in zip(copy_writers, copies):
+                    copy_writer.write("src", copy_src)
+                    copy_writer.write("tgt", copy_tgt)
                 counts.add(chunk_counts)
                 bar.update(chunk_counts.read)
                 read = total.read + counts.read
@@ -125,15 +141,20 @@ def prepare_store(data: DataConfig, directory: Path, src_tok: Tokenizer, tgt_tok
             per_corpus.append({"prefix": corpus.path, **asdict(counts)})
             total.add(counts)
         bar.close()
-        writer.close()
-        write_meta(tmp, {"fingerprint": fp, "pairs": total.kept, "id_type": id_code, "len_type": len_code,
-                         "corpora": per_corpus, "counts": asdict(total)})
+        for w in [writer, *copy_writers]:
+            w.close()
+        meta = {"fingerprint": fp, "pairs": total.kept, "id_type": id_code, "len_type": len_code,
+                "corpora": per_corpus, "counts": asdict(total)}
+        if copy_writers:
+            meta["sampled_copies"] = len(copy_writers)
+        write_meta(tmp, meta)
         if directory.exists():
             shutil.rmtree(directory)
         os.replace(tmp, directory)
         seconds = time.perf_counter() - start
-        log.info("prepared %s of %s pairs into %s in %.0f s (%.0f pairs/s)", f"{total.kept:,}", f"{total.read:,}",
-                 directory, seconds, total.read / max(seconds, 1e-9))
+        log.info("prepared %s of %s pairs into %s in %.0f s (%.0f pairs/s)%s", f"{total.kept:,}", f"{total.read:,}",
+                 directory, seconds, total.read / max(seconds, 1e-9),
+                 f", with {len(copy_writers)} random segmentations" if copy_writers else "")
     except OSError as e:  # whatever the OS says; the temporary directory goes (finally), nothing half-written stays
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             shutil.rmtree(tmp, ignore_errors=True)  # first, so the free space below counts what it took
@@ -156,11 +177,12 @@ def _stored_fingerprint(directory: Path) -> dict | None:
 
 
 def open_or_prepare(data: DataConfig, prepared: Path, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                    tokenizer_files: Sequence[Path], *, prepare: bool, quiet: bool = False) -> Store:
+                    tokenizer_files: Sequence[Path], *, prepare: bool, segmenting: Segmenting | None = None,
+                    quiet: bool = False) -> Store:
     """The run's store (in `prepared`, the run's RunDir.prepared, or under data.cache_dir):
     reused when its fingerprint matches, otherwise (re)built when `prepare` (the process that may
     write; the others wait for it and then open what it wrote)."""
-    fp = fingerprint(data, tokenizer_files)
+    fp = fingerprint(data, tokenizer_files, segmenting)
     directory = store_dir(data, prepared, fp)
     while not prepare and _stored_fingerprint(directory) != fp:
         # Another process prepares it; polling the disk has no time limit, unlike a barrier.
@@ -175,4 +197,4 @@ def open_or_prepare(data: DataConfig, prepared: Path, src_tok: Tokenizer, tgt_to
             changed = [k for k in fp if stored is None or stored.get(k) != fp[k]]
             log.info("data: the prepared store %s is out of date (%s changed); preparing it again", directory,
                      ", ".join(changed) or "format")
-    return prepare_store(data, directory, src_tok, tgt_tok, fp, quiet=quiet)
+    return prepare_store(data, directory, src_tok, tgt_tok, fp, segmenting=segmenting, quiet=quiet)

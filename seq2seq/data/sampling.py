@@ -13,7 +13,7 @@ import torch
 from ..config import DataConfig
 from ..errors import DataError
 from .format import Store
-from .text import describe_train, stream_corpus, tag_sources
+from .text import describe_train, stream_corpus, tag_training_sources
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,12 @@ def sample_pairs(data: DataConfig, size: int, seed: int) -> tuple[list[str], lis
     """Up to `size` pairs of data.train drawn uniformly (random.Random(seed)) while streaming every
     corpus once, in corpus order, sources tagged as training tags them; and how many pairs the
     corpora hold."""
-    pairs = chain.from_iterable(stream_corpus(data, corpus) for corpus in data.train)
+    pairs = chain.from_iterable(((c, s, t) for s, t in stream_corpus(data, corpus))
+                                for c, corpus in enumerate(data.train))
     kept, seen = reservoir(pairs, size, random.Random(seed))
-    src, tgt = [s for s, _ in kept], [t for _, t in kept]
-    if data.src_prefix_tag:
-        src = tag_sources(src, data.tgt_lang)
-    return src, tgt, seen
+    lang = data.tgt_lang if data.src_prefix_tag else None
+    src = [tag_training_sources([s], lang=lang, corpus_tag=data.train[c].tag)[0] for c, s, _ in kept]
+    return src, [t for _, _, t in kept], seen
 
 
 def tokenizer_sample(data: DataConfig, *, size: int, seed: int) -> tuple[list[str], list[str]]:

@@ -9,7 +9,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..config import DataConfig, TrainCorpus
+from ..config import CORPUS_TAG, DataConfig, TrainCorpus
 from ..errors import DataError
 from ..tokenizer import Tokenizer
 
@@ -165,9 +165,41 @@ def tag_sources(lines: Sequence[str], tgt_lang: str) -> list[str]:
     return [line if TAG_PATTERN.match(line) or not line.strip() else f"{tag} {line}" for line in lines]
 
 
+def tag_training_sources(lines: Sequence[str], *, lang: str | None, corpus_tag: str | None) -> list[str]:
+    """Sources of a training corpus as the model reads them: the target-language tag <2LANG>
+    (data.src_prefix_tag) and, in front of it, the corpus's own tag (data.train[].tag); empty
+    sources stay empty. Translation never adds a corpus tag."""
+    lines = tag_sources(lines, lang) if lang is not None else list(lines)
+    return [f"{corpus_tag} {line}" if line.strip() else line for line in lines] if corpus_tag else lines
+
+
+def corpus_tags(data: DataConfig) -> list[str]:
+    """The distinct tags of data.train's corpora, in order (each must be one source piece)."""
+    return list(dict.fromkeys(c.tag for c in data.train if c.tag))
+
+
+def tag_piece(tag: str) -> str:
+    """The SentencePiece piece of a corpus tag: with the word-start mark, so that a source's
+    tag is its first piece (a bare <bt> is matched after a lone word-start piece)."""
+    return "\u2581" + tag
+
+
+def leading_tags(line: str) -> tuple[list[str], str]:
+    """The tags a training source starts with (a corpus tag, then a language tag; either may be
+    missing) and the text after them."""
+    tags = []
+    for pattern in (CORPUS_TAG, TAG_PATTERN):
+        m = pattern.match(line)
+        if m is not None:
+            tags.append(m.group(0))
+            line = line[m.end():].lstrip(" ")
+    return tags, line
+
+
 def tags_in(lines: Sequence[str]) -> list[str]:
-    """The distinct language tags that start lines, sorted (they must become single pieces)."""
-    return sorted({m.group(0) for m in map(TAG_PATTERN.match, lines) if m})
+    """The distinct language tags that start lines (after a corpus tag), sorted (they must
+    become single pieces)."""
+    return sorted({tag for line in lines for tag in leading_tags(line)[0] if TAG_PATTERN.fullmatch(tag)})
 
 
 def encode_sources(lines: Sequence[str], src_tok: Tokenizer, *, max_len: int,
