@@ -38,7 +38,7 @@ from seq2seq.data import epoch_batches, iterate_batches, read_lines  # noqa: E40
 from seq2seq.data.batches import Prefetcher  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402
 from seq2seq.precision import grad_scaler  # noqa: E402
-from seq2seq.profiling import count_ops  # noqa: E402
+from seq2seq.profiling import count_ops, cuda_waits  # noqa: E402
 from seq2seq.start import begin, load_run_config  # noqa: E402
 from seq2seq.trainer import train  # noqa: E402
 from seq2seq.translator import Translator  # noqa: E402
@@ -90,19 +90,6 @@ def config_for(model: str, args, overrides: list[str] = ()):
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def synchronizing_calls(run) -> int:
-    """How many times run() makes the host wait for the GPU (torch's sync debug mode)."""
-    import warnings
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            run()
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
 
 
 def set_tf32(on: bool) -> None:
@@ -217,7 +204,7 @@ def profile_updates(args, scratch: Path, speeds: dict) -> dict:
             names = [e.name for e in prof.events()]
             # The profiler synchronises once itself as its window closes (and so do we, above):
             # the waits are counted by torch's sync debug mode instead.
-            syncs = synchronizing_calls(lambda: [step(batch) for batch in timed])
+            syncs = cuda_waits(lambda: [step(batch) for batch in timed])
             launches = sum(names.count(n) for n in LAUNCH_CALLS)
             per_launch = launch_cost(device)
             tokens = sum(b.num_tgt_tokens for b in timed) / len(timed)

@@ -16,6 +16,7 @@ from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, config_fro
 from seq2seq.data import ParallelData, make_batch
 from seq2seq.model import build_model
 from seq2seq.precision import autocast
+from seq2seq.profiling import cuda_waits
 from seq2seq.recurrence import gru_cell, gru_pointwise, lstm_cell, lstm_pointwise
 from seq2seq.trainer import train
 from seq2seq.translator import Translator
@@ -120,20 +121,6 @@ def test_the_encoder_rnn_is_not_fp16_under_bf16_and_gradients_match_float32(cell
         assert abs(g16.norm() / g32.norm() - 1) < 0.1, name
 
 
-def _synchronizing_calls(run) -> int:
-    """How many times `run()` makes the host wait for the GPU, as torch's sync debug mode sees
-    it (the profiler is no judge here: it synchronises once itself when its window closes)."""
-    import warnings
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            run()
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-    return sum("synchronizing CUDA operation" in str(w.message) for w in caught)
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_a_training_update_and_a_search_step_do_not_wait_for_the_gpu(cell):
     from seq2seq.search import beam_search, greedy_search, max_output_lengths
@@ -153,17 +140,16 @@ def test_a_training_update_and_a_search_step_do_not_wait_for_the_gpu(cell):
     def updates():
         for _ in range(3):
             update(model, optimizer, [batch], clip_norm=1.0, label_smoothing=0.1)
-    assert _synchronizing_calls(updates) == 0
+    assert cuda_waits(updates) == 0
     decoding = model.eval().for_decoding()
     lengths = batch.src_lengths
     limits = max_output_lengths(lengths, 1.5, 3)
     steps = int(limits.max())
     with torch.no_grad():
         # One small copy to the host per step, one before the loop and one for the results.
-        assert 0 < _synchronizing_calls(lambda: beam_search(decoding, batch.src, lengths, beam_size=4,
-                                                              max_lengths=limits)) <= steps + 2
-        assert 0 < _synchronizing_calls(lambda: greedy_search(decoding, batch.src, lengths,
-                                                                max_lengths=limits)) <= steps + 2
+        assert 0 < cuda_waits(lambda: beam_search(decoding, batch.src, lengths, beam_size=4,
+                                                  max_lengths=limits)) <= steps + 2
+        assert 0 < cuda_waits(lambda: greedy_search(decoding, batch.src, lengths, max_lengths=limits)) <= steps + 2
 
 
 def test_ddp_over_nccl_in_two_processes(tmp_path, synthetic_dir):
@@ -213,5 +199,5 @@ def test_layer_norm_and_the_moving_average_run_on_the_gpu_without_waiting(cell):
         for step in range(2, 5):
             update(model, optimizer, [gpu_batch], clip_norm=1.0, label_smoothing=0.1)
             average.update(step)
-    assert _synchronizing_calls(updates) == 0
+    assert cuda_waits(updates) == 0
     assert all(torch.isfinite(p).all() for p in average.model.parameters())
