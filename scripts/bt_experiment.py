@@ -22,7 +22,7 @@ validation BLEU per setting (mean of seeds) and each setting's gain over `alone`
         --seeds 1 2 3 --jobs 2 --set training.num_threads=1
 
 Runs already scored (OUT/.../result.json) are not trained again, so an interrupted experiment
-continues where it stopped. Results: OUT/results.md and OUT/results.json.
+continues where it stopped (another --mono-from, parent or --steps needs another --out). Results: OUT/results.md and OUT/results.json.
 """
 from __future__ import annotations
 
@@ -101,7 +101,9 @@ def main() -> int:
     def back_translate(n, how):
         futures["reverse", n].result()
         prefix = data / f"bt_{how}_{n}"
-        if not prefix.with_suffix(".fr").exists():
+        done = prefix.with_suffix(".fr")
+        # Its French equals the monolingual text only once complete, and only for this --mono-from.
+        if not (done.exists() and done.read_bytes() == (data / "mono.fr").read_bytes()):
             search = ["--sample", "--seed", "1"] if how == "sample" else ["--beam-size", "5"]
             run("translate", "--model", str(args.out / f"reverse_{n}"), "--input", str(data / "mono.fr"),
                 "--output", str(prefix.with_suffix(".en")), "--quiet", *search, threads=threads)
