@@ -46,6 +46,16 @@ def write_synthetic(directory: Path, *, train: int = 3000, valid: int = 100, tes
     return directory
 
 
+def write_multi30k_like(directory: Path, *, src: str, tgt: str, **sizes) -> Path:
+    """The synthetic task under Multi30k's split names (train, val, test_2016_flickr), as the
+    experiment scripts read them."""
+    write_synthetic(directory, src=src, tgt=tgt, **sizes)
+    for lang in (src, tgt):
+        (directory / f"valid.{lang}").rename(directory / f"val.{lang}")
+        (directory / f"test.{lang}").rename(directory / f"test_2016_flickr.{lang}")
+    return directory
+
+
 def tiny_config_dict(data_dir: Path, **sections) -> dict:
     """A config for a very small model on the synthetic task; `sections` override parts."""
     raw = {

@@ -6,17 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import write_synthetic
+from conftest import write_multi30k_like
 from seq2seq.config import load_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bt_experiment.py"
 
 
 def test_settings_train_on_their_corpora_and_gains_are_per_seed(tmp_path, trained_run):
-    data = write_synthetic(tmp_path / "data", train=160, valid=12, test=12, seed=5, src="en", tgt="fr")
-    for lang in ("en", "fr"):  # the script reads Multi30k's split names
-        (data / f"valid.{lang}").rename(data / f"val.{lang}")
-        (data / f"test.{lang}").rename(data / f"test_2016_flickr.{lang}")
+    data = write_multi30k_like(tmp_path / "data", train=160, valid=12, test=12, seed=5, src="en", tgt="fr")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(trained_run), str(trained_run), "--steps", "4",
                            "--data", str(data), "--out", str(out), "--sizes", "100", "--subword", "off", "on",

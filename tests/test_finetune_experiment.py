@@ -5,17 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import write_synthetic
+from conftest import write_multi30k_like
 from seq2seq.config import load_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "finetune_experiment.py"
 
 
 def test_each_seed_is_a_run_and_gains_are_per_seed(tmp_path, trained_run):
-    data = write_synthetic(tmp_path / "data", train=200, valid=20, test=20, seed=7, src="en", tgt="fr")
-    for lang in ("en", "fr"):  # the script reads Multi30k's split names
-        (data / f"valid.{lang}").rename(data / f"val.{lang}")
-        (data / f"test.{lang}").rename(data / f"test_2016_flickr.{lang}")
+    data = write_multi30k_like(tmp_path / "data", train=200, valid=20, test=20, seed=7, src="en", tgt="fr")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(trained_run), "--steps", "6", "--data", str(data),
                            "--out", str(out), "--sizes", "100", "--modes", "transfer", "keep_source", "spelled_warmup",
@@ -58,10 +55,7 @@ def test_each_seed_is_a_run_and_gains_are_per_seed(tmp_path, trained_run):
 def test_another_language_pair_reads_and_scores_its_own_files(tmp_path, trained_run):
     # --src de --tgt en: the child reads train.de/train.en, translates the German test file
     # and is scored against the English one (not Multi30k's default en->fr files).
-    data = write_synthetic(tmp_path / "data", train=120, valid=10, test=12, seed=3, src="de", tgt="en")
-    for lang in ("de", "en"):
-        (data / f"valid.{lang}").rename(data / f"val.{lang}")
-        (data / f"test.{lang}").rename(data / f"test_2016_flickr.{lang}")
+    data = write_multi30k_like(tmp_path / "data", train=120, valid=10, test=12, seed=3, src="de", tgt="en")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(trained_run), "--steps", "4", "--data", str(data),
                            "--out", str(out), "--sizes", "100", "--modes", "keep_source", "scratch",
