@@ -6,14 +6,18 @@ French side of the pairs from --mono-from on (default: after the largest size) a
 text whose English is never read. For each size it
   1. fine-tunes a French->English reverse model from REVERSE_PARENT (a de->en run; English,
      its target, carries over) with configs/finetune_bt_reverse.yaml, --reverse-steps updates;
-  2. back-translates the monolingual French with it twice: by sampling (--sample, seed 1) and
-     by beam search (beam 5);
+  2. back-translates the monolingual French with it in the ways the settings name: by sampling
+     from the whole distribution (--sample, seed 1), by sampling among the --top-k most likely
+     pieces (seed 1), by beam search (beam 5);
   3. fine-tunes PARENT (an en->de run) with configs/finetune_bt_example.yaml for --steps updates
      in each setting, with every --seeds training seed:
        alone          the N real pairs only
        bt_sample_tag  + the sampled back-translations, tagged <bt>
        bt_beam        + the beam back-translations, untagged
-     and, with --subword on, each again with BPE-dropout (tokenizer.sampling) on the training pairs;
+       bt_topk_tag    + the top-k sampled back-translations, tagged <bt>
+     (bt_sample, bt_beam_tag and bt_topk: the same corpora, the tag the other way round; the
+     default is the first three), and, with --subword on, each again with BPE-dropout or
+     unigram sampling (tokenizer.sampling) on the training pairs;
   4. translates test_2016_flickr with beam 5 and scores it with sacreBLEU.
 Every run keeps its best.pt by validation BLEU (greedy); the report gives test BLEU and the best
 validation BLEU per setting (mean of seeds) and each setting's gain over `alone` per seed.
@@ -22,7 +26,7 @@ validation BLEU per setting (mean of seeds) and each setting's gain over `alone`
         --seeds 1 2 3 --jobs 2 --set training.num_threads=1
 
 Runs already scored (OUT/.../result.json) are not trained again, so an interrupted experiment
-continues where it stopped (another --mono-from, parent or --steps needs another --out). Results: OUT/results.md and OUT/results.json.
+continues where it stopped (another --mono-from, --top-k, parent or --steps needs another --out). Results: OUT/results.md and OUT/results.json.
 """
 from __future__ import annotations
 
@@ -44,7 +48,14 @@ from seq2seq.config import dump_yaml  # noqa: E402
 from seq2seq.data import read_lines  # noqa: E402
 from seq2seq.start import load_run_config  # noqa: E402
 
-SETTINGS = ("alone", "bt_sample_tag", "bt_beam")
+SETTINGS = ("alone", "bt_sample_tag", "bt_beam", "bt_topk_tag", "bt_sample", "bt_beam_tag", "bt_topk")
+DEFAULT_SETTINGS = SETTINGS[:3]
+
+
+def synthetic_kind(setting: str) -> tuple[str, bool]:
+    """bt_topk_tag -> ("topk", True): how the corpus was back-translated, and whether it is tagged."""
+    _, how, *tag = setting.split("_")
+    return how, bool(tag)
 
 
 def main() -> int:
@@ -58,7 +69,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000], help="real training pairs")
     parser.add_argument("--mono-from", type=int,
                         help="first line (from 1) of train.fr used as monolingual text (default: largest size + 1)")
-    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(DEFAULT_SETTINGS))
     parser.add_argument("--subword", nargs="+", choices=("off", "on"), default=["off"],
                         help="train each setting without and/or with subword regularisation")
     parser.add_argument("--bpe-dropout", type=float, default=0.1,
@@ -66,6 +77,7 @@ def main() -> int:
     parser.add_argument("--alpha", type=float, default=0.1,
                         help="--subword on, unigram tokenizers: tokenizer.sampling.alpha (nbest_size -1; default 0.1)")
     parser.add_argument("--copies", type=int, default=4, help="--subword on: tokenizer.sampling.copies")
+    parser.add_argument("--top-k", type=int, default=10, help="the bt_topk settings: sample among this many pieces (default 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="training seeds of the forward runs")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (give --set training.num_threads=1)")
     parser.add_argument("--out", type=Path, default=Path("runs/bt_en_fr"), help="where runs and results go")
@@ -104,7 +116,8 @@ def main() -> int:
         done = prefix.with_suffix(".fr")
         # Its French equals the monolingual text only once complete, and only for this --mono-from.
         if not (done.exists() and done.read_bytes() == (data / "mono.fr").read_bytes()):
-            search = ["--sample", "--seed", "1"] if how == "sample" else ["--beam-size", "5"]
+            search = {"sample": ["--sample", "--seed", "1"], "beam": ["--beam-size", "5"],
+                      "topk": ["--sample", "--seed", "1", "--top-k", str(args.top_k)]}[how]
             run("translate", "--model", str(args.out / f"reverse_{n}"), "--input", str(data / "mono.fr"),
                 "--output", str(prefix.with_suffix(".en")), "--quiet", *search, threads=threads)
             shutil.copyfile(data / "mono.fr", prefix.with_suffix(".fr"))  # last: it marks the corpus complete
@@ -113,9 +126,9 @@ def main() -> int:
     def forward(setting, subword, n, seed):
         corpora = [{"path": str(real[n]), "weight": 1.0}]
         if setting != "alone":
-            how = "sample" if setting == "bt_sample_tag" else "beam"
+            how, tagged = synthetic_kind(setting)
             synthetic = {"path": str(futures["bt", how, n].result()), "weight": 1.0}
-            corpora.append({**synthetic, "tag": "<bt>"} if setting == "bt_sample_tag" else synthetic)
+            corpora.append({**synthetic, "tag": "<bt>"} if tagged else synthetic)
         sets = [f"init_from={args.parent}", f"data.train={json.dumps(corpora)}", *common_sets(args),
                 "data.src_lang=en", "data.tgt_lang=fr", f"training.max_steps={args.steps}", *args.set,
                 f"training.seed={seed}"]
@@ -136,7 +149,7 @@ def main() -> int:
     # Submitted in an order where every task's prerequisites come before it, so a task that
     # waits for one waits for a task already running or done (no deadlock with --jobs workers).
     with ThreadPoolExecutor(args.jobs) as pool:
-        kinds = [how for setting, how in (("bt_sample_tag", "sample"), ("bt_beam", "beam")) if setting in args.settings]
+        kinds = sorted({synthetic_kind(setting)[0] for setting in args.settings if setting != "alone"})
         for n in args.sizes:
             if kinds:
                 futures["reverse", n] = pool.submit(reverse, n)
