@@ -17,9 +17,9 @@ def test_settings_train_on_their_corpora_and_gains_are_per_seed(tmp_path, traine
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(trained_run), str(trained_run), "--steps", "4",
                            "--data", str(data), "--out", str(out), "--sizes", "100", "--subword", "off", "on",
-                           "--copies", "2", "--seeds", "1", "2",
-                           "--settings", "alone", "bt_sample_tag", "bt_beam", "bt_topk_tag", "bt_beam_tag", "--top-k", "3", "--jobs", "2", "--set", "training.num_threads=1",
-                           "--set", "training.valid_every=2"],
+                           "--copies", "2", "--seeds", "1", "2", "--top-k", "3",
+                           "--settings", "alone", "bt_sample_tag", "bt_beam", "bt_topk_tag", "bt_beam_tag",
+                           "--jobs", "2", "--set", "training.num_threads=1", "--set", "training.valid_every=2"],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
