@@ -10,7 +10,9 @@
 - vocabulary `keep_source` / `keep_target`: the side the new pair shares with the parent (en
   for en->de to en->fr) keeps the parent's SentencePiece model, so its text is cut into pieces
   exactly as the parent's was and every row carries over; the other side is transferred. The
-  two sides then need tokenizers of their own (tokenizer.joint: false).
+  two sides then need tokenizers of their own (tokenizer.joint: false). A parent with one
+  embedding matrix for both sides (model.share_embeddings) has it split: each side of the
+  child starts from its own copy, read through that side's vocabulary.
 
 This module is what a parent run gives a child: `inherit_from_parent` fills the child's config
 from it (start.load_run_config calls it), `Parent` is the opened parent with the checks its
@@ -81,6 +83,7 @@ def inherit_from_parent(raw: dict) -> dict:
     vocabulary = ft.get("vocabulary")
     if vocabulary in ("keep_source", "keep_target"):
         out["tokenizer"] = _own_tokenizer_per_side(raw.get("tokenizer"), parent, vocabulary, run_dir)
+        parent["model"] = _split_embeddings(raw.get("model"), parent["model"], vocabulary)
     for section in ("model", "tokenizer"):
         given = out.get(section)
         if given is None:
@@ -102,10 +105,6 @@ def inherit_from_parent(raw: dict) -> dict:
 def _own_tokenizer_per_side(given: Any, parent: dict, vocabulary: str, run_dir: Path) -> Any:
     """The tokenizer section for keep_source / keep_target: one side keeps the parent's model and
     the other gets a new one, so the run cannot have a joint tokenizer."""
-    if parent["model"].get("share_embeddings"):
-        raise ConfigError(f"finetune.vocabulary: {vocabulary} gives each side its own vocabulary, but the parent "
-                          f"run {run_dir} shares one embedding matrix between them (model.share_embeddings); "
-                          f"use transfer or keep")
     if given is None:
         return {"joint": False}
     if isinstance(given, dict):
@@ -116,8 +115,22 @@ def _own_tokenizer_per_side(given: Any, parent: dict, vocabulary: str, run_dir: 
     return given  # the validator reports the wrong type
 
 
+def _split_embeddings(given: Any, parent_model: dict, vocabulary: str) -> dict:
+    """The parent's model section as a keep_source / keep_target child inherits it: with a
+    vocabulary per side, one shared embedding matrix becomes two (Parent.initialise gives each
+    side its rows of the parent's matrix; both keys of it are in the parent's weights)."""
+    if isinstance(given, dict) and given.get("share_embeddings"):
+        raise ConfigError(f"model.share_embeddings: finetune.vocabulary: {vocabulary} gives each side its own "
+                          f"vocabulary, so the sides cannot share one embedding matrix; leave the key out "
+                          f"(a parent's shared matrix is split, each side starting from a copy)")
+    return {**parent_model, "share_embeddings": False}
+
+
 def check_architecture(cfg: Config, parent_cfg: Config, run_dir: Path) -> None:
-    differ = _differences(to_dict(cfg.model), to_dict(parent_cfg.model), "model", FREE_MODEL_KEYS)
+    free = FREE_MODEL_KEYS
+    if cfg.finetune.vocabulary in ("keep_source", "keep_target"):
+        free = free | {"share_embeddings"}  # split by _split_embeddings
+    differ = _differences(to_dict(cfg.model), to_dict(parent_cfg.model), "model", free)
     if differ:
         raise ConfigError(f"model: the architecture must match the parent run {run_dir}, but these keys differ: "
                           f"{'; '.join(differ)}. Leave the model section out to inherit the parent's")

@@ -324,6 +324,9 @@ def continue_parent_state(cfg: Config, parent: Parent, model: torch.nn.Module, o
     if not ft.reset_optimizer and t.optimizer != pt.optimizer:
         raise ConfigError(f"finetune.reset_optimizer: false needs the parent's optimizer "
                           f"({pt.optimizer}), but training.optimizer is {t.optimizer}")
+    if not ft.reset_optimizer and cfg.model.share_embeddings != parent.config.model.share_embeddings:
+        raise ConfigError("finetune.reset_optimizer: false needs the parent's parameters one for one, but its "
+                          "shared embedding matrix is split into one per side here; set reset_optimizer: true")
     if not ft.reset_early_stopping and t.early_stop_metric != pt.early_stop_metric:
         raise ConfigError(f"finetune.reset_early_stopping: false needs the parent's early_stop_metric "
                           f"({pt.early_stop_metric}), but training.early_stop_metric is {t.early_stop_metric}")

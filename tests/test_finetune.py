@@ -553,3 +553,43 @@ def test_keep_leaves_subword_sampling_free(trained_run, synthetic_dir, tmp_path)
     raw["tokenizer"] = {"vocab_size": 99}
     with pytest.raises(ConfigError, match="tokenizer.vocab_size"):
         load_child(raw, tmp_path)
+
+
+def test_keep_source_splits_a_parents_shared_embedding_matrix(synthetic_dir, new_lang_dir, tmp_path):
+    shared = {"share_embeddings": True, "tie_embeddings": True,
+              "encoder": {"emb_size": 64}, "decoder": {"emb_size": 64}}
+    parent_dir = tmp_path / "parent"
+    train(config_from_dict(tiny_config_dict(synthetic_dir, model=shared, training={"max_epochs": 4})),
+          parent_dir, quiet=True)
+    raw = child_dict(new_lang_dir, parent_dir, finetune={"vocabulary": "keep_source"},
+                     training={"max_epochs": 13, "batch_size": 32, "num_threads": 1})
+    cfg = load_child(raw, tmp_path)
+    assert not cfg.model.share_embeddings and cfg.model.tie_embeddings and not cfg.tokenizer.joint
+    parent, model, _, src_tok, tgt_tok = start_child(cfg, tmp_path / "split")
+    matrix = parent.weights["encoder.embed.weight"]
+    assert torch.equal(matrix, parent.weights["decoder.embed.weight"])  # one matrix, saved under both names
+    weights = model.state_dict()
+    # The source side reads through the parent's own vocabulary: the whole matrix, row for row.
+    assert torch.equal(weights["encoder.embed.weight"], matrix)
+    # The target side gets the rows of the pieces its new vocabulary shares with the parent's.
+    child_ids, parent_ids = parent.maps["target"]
+    assert 0 < child_ids.numel() < len(tgt_tok)
+    assert torch.equal(weights["decoder.embed.weight"][child_ids], matrix[parent_ids])
+    assert model.decoder.embed is not model.encoder.embed and model.decoder.output.weight is model.decoder.embed.weight
+
+    # Training moves the two copies apart, and the child learns the new language.
+    train(cfg, tmp_path / "child", quiet=True)
+    child = Translator.load(tmp_path / "child", device="cpu")
+    src_rows = child.model.encoder.embed.weight.detach()
+    assert not torch.equal(src_rows, matrix)
+    sources = (new_lang_dir / "test.src").read_text().splitlines()
+    hyps = child.translate(sources)
+    exact = sum(h == new_language_translation(s) for h, s in zip(hyps, sources)) / len(sources)
+    assert exact >= 0.75, f"only {exact:.0%} of test sentences translated exactly"
+
+    # The child's embeddings cannot be shared again, and the parent's optimizer state no longer fits.
+    with pytest.raises(ConfigError, match="model.share_embeddings: finetune.vocabulary: keep_source"):
+        load_child({**raw, "model": {"share_embeddings": True}}, tmp_path)
+    keep_state = {**raw, "finetune": {"vocabulary": "keep_source", "reset_optimizer": False}}
+    with pytest.raises(ConfigError, match="finetune.reset_optimizer: false .* split"):
+        train(load_child(keep_state, tmp_path), tmp_path / "state", quiet=True)
