@@ -96,6 +96,24 @@ def test_a_layer_normalized_decoder_decodes_the_same_with_onnxruntime(cell, synt
         assert [h[0].tokens for h in pytorch] == [h[0].tokens for h in onnx]
 
 
+def test_the_tied_shared_moving_average_recipe_decodes_the_same_with_onnxruntime(synthetic_dir, tmp_path):
+    # configs/multi30k_en_de_tied_ema.yaml's shape: one embedding matrix for source, target and
+    # output, and checkpoints that hold the moving average of the weights.
+    from seq2seq.trainer import train
+    raw = tiny_config_dict(synthetic_dir, model={
+        "share_embeddings": True, "tie_embeddings": True,
+        "encoder": {"emb_size": 64}, "decoder": {"emb_size": 64, "hidden_size": 64}},
+        training={"max_epochs": 1, "max_steps": 40, "ema_decay": 0.99})
+    train(config_from_dict(raw), tmp_path / "run", quiet=True)
+    manifest = export_run(tmp_path / "run", tmp_path / "export", page=False)
+    assert manifest["check"]["max_abs_difference"] <= manifest["check"]["tolerance"]
+    run = open_run(tmp_path / "run")
+    src_ids = [run.src_tok.encode(line) for line in (synthetic_dir / "test.src").read_text().splitlines()[:20]]
+    for beam in (1, 3):
+        pytorch, onnx = both_ways(tmp_path / "run", tmp_path / "export", src_ids, beam_size=beam)
+        assert [h[0].tokens for h in pytorch] == [h[0].tokens for h in onnx]
+
+
 def test_a_layer_normalized_encoder_is_refused_by_name(synthetic_dir, tmp_path):
     run_dir = train_combo(tmp_path, synthetic_dir, ("gru", "additive", True, True, 1), encoder=True)
     with pytest.raises(ExportError, match="model.encoder.layer_norm"):
