@@ -82,7 +82,7 @@ def inherit_from_parent(raw: dict) -> dict:
     out = dict(raw)
     vocabulary = ft.get("vocabulary")
     if vocabulary in ("keep_source", "keep_target"):
-        out["tokenizer"] = _own_tokenizer_per_side(raw.get("tokenizer"), parent, vocabulary, run_dir)
+        out["tokenizer"] = _own_tokenizer_per_side(raw.get("tokenizer"), vocabulary)
         parent["model"] = _split_embeddings(raw.get("model"), parent["model"], vocabulary)
     for section in ("model", "tokenizer"):
         given = out.get(section)
@@ -102,7 +102,7 @@ def inherit_from_parent(raw: dict) -> dict:
     return out
 
 
-def _own_tokenizer_per_side(given: Any, parent: dict, vocabulary: str, run_dir: Path) -> Any:
+def _own_tokenizer_per_side(given: Any, vocabulary: str) -> Any:
     """The tokenizer section for keep_source / keep_target: one side keeps the parent's model and
     the other gets a new one, so the run cannot have a joint tokenizer."""
     if given is None:
