@@ -449,4 +449,7 @@ def test_the_quickstart_says_what_the_recipes_reach_and_how_long_they_take():
     readme = (ROOT / "README.md").read_text()
     quickstart = readme[readme.index("## Quickstart"):readme.index("## Results")]
     assert "19.38" in quickstart and "docs/measurements/2026-12-01" in quickstart  # the tiny recipe's measured BLEU
-    assert "38.32" in quickstart and "47.7 minutes" in quickstart  # the full recipe
+    assert "38.32" in quickstart and "47.7 minutes" in quickstart  # the base recipe
+    # The recipe, with its time by the README's command and its score (Results [5]).
+    assert "configs/multi30k_en_de_tied_ema.yaml" in quickstart and "43.0 minutes" in quickstart
+    assert "39.06" in quickstart and "38.75" in quickstart
