@@ -51,6 +51,8 @@ FREE_TOKENIZER_KEYS = {"sampling.alpha", "sampling.nbest_size", "sampling.dropou
 # The sides whose tokenizer each finetune.vocabulary takes from the parent.
 KEPT_SIDES = {"keep": ("source", "target"), "transfer": (), "keep_source": ("source",),
               "keep_target": ("target",)}
+# The modes that give each side a vocabulary of its own (and so split a shared embedding matrix).
+PER_SIDE = ("keep_source", "keep_target")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -81,7 +83,7 @@ def inherit_from_parent(raw: dict) -> dict:
     parent = to_dict(open_parent(run_dir, checkpoint if isinstance(checkpoint, str) else BEST).config)
     out = dict(raw)
     vocabulary = ft.get("vocabulary")
-    if vocabulary in ("keep_source", "keep_target"):
+    if vocabulary in PER_SIDE:
         out["tokenizer"] = _own_tokenizer_per_side(raw.get("tokenizer"), vocabulary)
         parent["model"] = _split_embeddings(raw.get("model"), parent["model"], vocabulary)
     for section in ("model", "tokenizer"):
@@ -128,7 +130,7 @@ def _split_embeddings(given: Any, parent_model: dict, vocabulary: str) -> dict:
 
 def check_architecture(cfg: Config, parent_cfg: Config, run_dir: Path) -> None:
     free = FREE_MODEL_KEYS
-    if cfg.finetune.vocabulary in ("keep_source", "keep_target"):
+    if cfg.finetune.vocabulary in PER_SIDE:
         free = free | {"share_embeddings"}  # split by _split_embeddings
     differ = _differences(to_dict(cfg.model), to_dict(parent_cfg.model), "model", free)
     if differ:
