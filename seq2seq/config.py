@@ -195,7 +195,13 @@ class TrainingConfig:
                                  min_exclusive=True)
     plateau_patience: int = _opt(2, "plateau: validations without improvement before decaying", min=0,
                                max=COUNT_MAX)
-    min_lr: float = _opt(1e-6, "plateau: lower bound of the rate", min=0.0, max=1e3)
+    min_lr: float = _opt(1e-6, "plateau and decay_start: lower bound of the rate", min=0.0, max=1e3)
+    decay_start: Optional[int] = _opt(
+        None, "after this many updates, multiply the rate by decay_factor, and again every decay_every updates, "
+        "on top of the scheduler, down to min_lr (OpenNMT-py's start_decay_steps; null: off)", min=1, max=COUNT_MAX)
+    decay_every: int = _opt(1000, "decay_start: updates between two decays", min=1, max=COUNT_MAX)
+    decay_factor: float = _opt(0.5, "decay_start: multiply the rate by this at each decay", min=0.0, max=1.0,
+                               min_exclusive=True)
     batch_tokens: Optional[int] = _opt(None, "token budget per batch: sentences * longest side (null: no budget)",
                                        min=1, max=COUNT_MAX)
     batch_size: Optional[int] = _opt(64, "maximum sentences per batch (null: only the token budget)", min=1,

@@ -270,6 +270,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
     return None
 
 
+def decay_rate(optimizer: torch.optim.Optimizer, cfg: Config, step: int) -> None:
+    """training.decay_start: after update `step`, multiply the rate by decay_factor where a decay
+    is due. The rate lives in the optimizer's state, so a resumed run goes on from it; and the
+    decay multiplies whatever the scheduler made of the rate, so it composes with plateau."""
+    t = cfg.training
+    if t.decay_start is None or step < t.decay_start or (step - t.decay_start) % t.decay_every:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = max(group["lr"] * t.decay_factor, min(group["lr"], t.min_lr))
+    log.info("training.decay_start: learning rate %.2e after update %d", optimizer.param_groups[0]["lr"], step)
+
+
 # The plateau schedule's counters; its factor, patience and bounds come from the config.
 SCHEDULE_COUNTERS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 EARLY_STOPPING = ("best_score", "best_step", "bad_validations")

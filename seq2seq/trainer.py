@@ -23,7 +23,7 @@ from .data import epoch_batches, groups, iterate_batches
 from .data.batches import Prefetcher
 from .data.sampling import epoch_pool
 from .errors import Interrupted, TrainingError  # noqa: F401  (re-exported: the trainer's errors)
-from .start import Session, begin
+from .start import Session, begin, decay_rate
 from .transfer import warmup_held
 from .update import UpdateResult, update
 from .validation import validate
@@ -104,6 +104,7 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
                     p.step += 1
                     if s.ema is not None:
                         s.ema.update(p.step)
+                    decay_rate(s.optimizer, s.cfg, p.step)
                     if p.step == warmup:
                         log.info("finetune.warmup_steps: warm-up over after %d updates; all trainable weights "
                                  "train now", warmup)

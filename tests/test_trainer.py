@@ -78,6 +78,36 @@ def test_resume_with_a_moving_average_equals_an_uninterrupted_run(tmp_path, data
     assert_same_weights(*(load_checkpoint(tmp_path / name / "best.pt")["model"] for name in ("full", "resumed")))
 
 
+def test_decay_start_halves_the_rate_on_schedule_down_to_min_lr(tmp_path, data_dir, monkeypatch):
+    import seq2seq.trainer as trainer
+    rates, real_update = [], trainer.update
+
+    def recording_update(model, optimizer, *args, **kwargs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return real_update(model, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "update", recording_update)
+    train(config(data_dir, scheduler="constant", lr=0.01, min_lr=0.002, decay_start=3, decay_every=2, max_steps=10),
+          tmp_path / "run", quiet=True)
+    # Updates 1-3 at the configured rate; halved after update 3 and 5; after 7 the floor.
+    assert rates == [0.01] * 3 + [0.005] * 2 + [0.0025] * 2 + [0.002] * 3
+
+
+def test_resume_with_decay_on_top_of_plateau_equals_an_uninterrupted_run(tmp_path, data_dir):
+    decay = {"decay_start": 8, "decay_every": 4, "decay_factor": 0.7}
+    train(config(data_dir, **decay), tmp_path / "full", quiet=True)
+    train(config(data_dir, max_steps=10, **decay), tmp_path / "resumed", quiet=True)
+    train(config(data_dir, max_steps=STEPS, **decay), tmp_path / "resumed", resume=True, quiet=True)
+    full, resumed = (load_checkpoint(tmp_path / name / "last.pt") for name in ("full", "resumed"))
+    assert_same_weights(resumed["model"], full["model"])
+    rate = full["optimizer"]["param_groups"][0]["lr"]
+    assert rate == resumed["optimizer"]["param_groups"][0]["lr"]
+    # Five decays (after updates 8, 12, 16, 20, 24) on top of whatever the plateau schedule did,
+    # which only ever lowers the rate.
+    assert (tmp_path / "full" / "train.log").read_text().count("training.decay_start: learning rate") == 5
+    assert rate <= 0.005 * 0.7 ** 5 * (1 + 1e-9)
+
+
 def test_same_seed_gives_identical_weights(tmp_path, data_dir, full_run):
     train(config(data_dir), tmp_path / "again", quiet=True)
     assert_same_weights(weights(tmp_path / "again"), weights(full_run))
