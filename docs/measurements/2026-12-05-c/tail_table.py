@@ -1,0 +1,13 @@
+"""Validation BLEU (greedy, sacreBLEU cased) of the runs named on the command line from update
+FROM on, as a markdown table: python tail_table.py FROM RUN_DIR..."""
+import json, pathlib, sys
+start, dirs = int(sys.argv[1]), [pathlib.Path(d) for d in sys.argv[2:]]
+runs = {}
+for d in dirs:
+    rows = [json.loads(line) for line in open(d / "metrics.jsonl") if line.strip()]
+    runs[d.name] = {r["step"]: r["bleu"] for r in rows if "checkpoint" not in r and r["step"] >= start}
+steps = sorted({s for r in runs.values() for s in r})
+print("| run | " + " | ".join(f"{s:,}" for s in steps) + " | best |")
+print("|---|" + "---:|" * (len(steps) + 1))
+for name, r in runs.items():
+    print(f"| {name} | " + " | ".join(f"{r[s]:.2f}" if s in r else "" for s in steps) + f" | {max(r.values()):.2f} |")
