@@ -1,11 +1,11 @@
 """Validation BLEU (greedy, sacreBLEU cased) of the runs named on the command line from update
-FROM on, as a markdown table: python tail_table.py FROM RUN_DIR..."""
+FROM to TO, as a markdown table: python tail_table.py FROM TO RUN_DIR..."""
 import json, pathlib, sys
-start, dirs = int(sys.argv[1]), [pathlib.Path(d) for d in sys.argv[2:]]
+start, end, dirs = int(sys.argv[1]), int(sys.argv[2]), [pathlib.Path(d) for d in sys.argv[3:]]
 runs = {}
 for d in dirs:
     rows = [json.loads(line) for line in open(d / "metrics.jsonl") if line.strip()]
-    runs[d.name] = {r["step"]: r["bleu"] for r in rows if "checkpoint" not in r and r["step"] >= start}
+    runs[d.name] = {r["step"]: r["bleu"] for r in rows if "checkpoint" not in r and start <= r["step"] <= end}
 steps = sorted({s for r in runs.values() for s in r})
 print("| run | " + " | ".join(f"{s:,}" for s in steps) + " | best |")
 print("|---|" + "---:|" * (len(steps) + 1))
