@@ -4,8 +4,8 @@
 Measures, in one process and with the thread count stated:
   - training: target tokens/s (EOS excluded, as the peers' table; and included, as their logs),
     source+target tokens/s, median over the steps after warm-up, from a run trained from scratch
-    for --steps updates, each timed: seq2seq.start.begin builds the run as `seq2seq train` does,
-    and every update is seq2seq.update.update, the function the trainer calls;
+    for --steps updates, each timed: seq2seq.training.begin.begin builds the run as `seq2seq train` does,
+    and every update is seq2seq.training.update.update, the function the trainer calls;
   - FLOPs per update counted from the layer sizes and the batch's lengths, and the model FLOP
     utilisation against the float32 matmul peak measured with torch.mm in the same run;
   - peak memory: resident set (VmHWM, reset before each phase) on CPU, max_memory_allocated on GPU;
@@ -45,7 +45,7 @@ import torch  # noqa: E402
 
 from seq2seq.config import Config, dump_yaml, load_config  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402
-from seq2seq.tokenizer import PAD  # noqa: E402
+from seq2seq.data.tokenizer import PAD  # noqa: E402
 
 log = logging.getLogger("benchmark")
 
@@ -157,9 +157,10 @@ def window_rates(seconds: list[float], tokens: list[int], size: int) -> list[flo
 
 def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.device) -> dict:
     from seq2seq.data import epoch_batches, groups, iterate_batches
-    from seq2seq.start import begin
-    from seq2seq.trainer import TrainLog, validate_and_save
-    from seq2seq.update import update
+    from seq2seq.training.begin import begin
+    from seq2seq.training.checkpoints import validate_and_save
+    from seq2seq.training.log import TrainLog
+    from seq2seq.training.update import update
 
     records: list[dict] = []
     reset_peak_memory(device)
@@ -187,7 +188,7 @@ def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.dev
             if len(records) == t.max_steps:
                 break
         s.progress.epoch += 1
-    validate_and_save(s, TrainLog(s))  # best.pt, which the decoding phases read
+    validate_and_save(s, TrainLog(t, s.progress, s.run))  # best.pt, which the decoding phases read
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
     memory = peak_memory(device)
     if len(records) <= warmup:
@@ -223,7 +224,7 @@ def bench_training(cfg: Config, run_dir: Path, *, warmup: int, device: torch.dev
 
 def bench_decoding(run_dir: Path, sources: list[str], refs: list[str], *, beam: int, batch_size: int,
                    device: torch.device, quantize: str | None) -> dict:
-    from seq2seq.translator import Translator
+    from seq2seq.decoding.translator import Translator
     reset_peak_memory(device)
     translator = Translator.load(run_dir, device=str(device.type), quantize=quantize)
     translator.search(sources[:8], beam_size=beam, batch_size=batch_size)  # first-call costs out of the timing

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +30,7 @@ BACKENDS = {"pytorch-fp32": {}, "pytorch-int8": {"quantize": "int8"}, "onnx-fp32
 def decode_once(args) -> None:
     """Child process: load one backend, decode the test set, print one JSON line."""
     import torch
-    from seq2seq.translator import Translator
+    from seq2seq.decoding.translator import Translator
     torch.set_num_threads(args.threads)
     options = BACKENDS[args.backend]
     model = str(Path(args.out) / args.backend) if args.backend.startswith("onnx") else args.model
@@ -44,17 +46,34 @@ def decode_once(args) -> None:
 
 def model_size(args, backend: str) -> int:
     """Bytes of the model files a deployment of this backend ships (weights, not runtimes)."""
-    from seq2seq.rundir import RunDir
+    from seq2seq.run.rundir import RunDir
     if backend.startswith("onnx"):
         folder = Path(args.out) / backend
         return sum((folder / n).stat().st_size for n in ("encoder.onnx", "decoder_step.onnx"))
     return RunDir(args.model).checkpoint().stat().st_size
 
 
+def open_page(folder: Path):
+    """A static file server in `folder` and headless chromium for its index.html: (server, driver, url)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+    with socket.socket() as s:  # a free port for the server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=folder,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    options = webdriver.ChromeOptions()
+    # no sandbox (root in containers), no background traffic that would count as the page's bytes
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=DriverService(executable_path=shutil.which("chromedriver")), options=options)
+    return server, driver, f"http://127.0.0.1:{port}/"
+
+
 def browser(args, folder: Path, lines: list[str]) -> dict:
     """The page of `folder` in headless chromium: load time to the first translation, bytes, speed."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_web_page import open_page
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     server, driver, url = open_page(folder)
@@ -106,7 +125,7 @@ def main() -> None:
     if args.backend:
         return decode_once(args)
 
-    from seq2seq.export import export_run
+    from seq2seq.deploy.export import export_run
     from seq2seq.metrics import score_all
     bleu = lambda hyps, refs: score_all(hyps, refs)["bleu"]  # noqa: E731
     out = Path(args.out)

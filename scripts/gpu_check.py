@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 from seq2seq.data import epoch_batches, iterate_batches, read_lines  # noqa: E402
 from seq2seq.data.batches import Prefetcher  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402
-from seq2seq.precision import grad_scaler  # noqa: E402
+from seq2seq.model.precision import grad_scaler  # noqa: E402
 from seq2seq.profiling import count_ops, cuda_waits  # noqa: E402
-from seq2seq.start import begin, load_run_config  # noqa: E402
-from seq2seq.trainer import train  # noqa: E402
-from seq2seq.translator import Translator  # noqa: E402
-from seq2seq.update import update  # noqa: E402
+from seq2seq.training.begin import begin, load_run_config  # noqa: E402
+from seq2seq.training.loop import train  # noqa: E402
+from seq2seq.decoding.translator import Translator  # noqa: E402
+from seq2seq.training.update import update  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 

@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from profile_training import report  # noqa: E402  (scripts/ is on sys.path)
 from update_loop import ROOT  # noqa: E402  (which also puts the checkout on sys.path)
 
-from seq2seq.translator import Translator  # noqa: E402
+from seq2seq.decoding.translator import Translator  # noqa: E402
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from update_loop import add_arguments, setup, update  # noqa: E402  (scripts/ is on sys.path)
 
-from seq2seq.start import build_optimizer  # noqa: E402
+from seq2seq.training.state import build_optimizer  # noqa: E402
 
 MATMUL = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
           "quantized::linear_dynamic"}
@@ -68,7 +68,7 @@ def main() -> int:
     args = ap.parse_args()
 
     cfg, model, stream = setup(args)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg.training)
 
     for _ in range(args.warmup):
         update(model, optimizer, next(stream), cfg)

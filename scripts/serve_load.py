@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seq2seq.data import read_lines  # noqa: E402
-from seq2seq.translator import Translator  # noqa: E402
+from seq2seq.decoding.translator import Translator  # noqa: E402
 
 
 def free_port() -> int:

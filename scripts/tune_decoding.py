@@ -15,9 +15,9 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq.errors import UserError  # noqa: E402
 from seq2seq.metrics import score_all  # noqa: E402
-from seq2seq.rundir import BEST  # noqa: E402
-from seq2seq.start import read_validation  # noqa: E402
-from seq2seq.translator import Translator  # noqa: E402
+from seq2seq.run.rundir import BEST  # noqa: E402
+from seq2seq.training.validation import read_validation  # noqa: E402
+from seq2seq.decoding.translator import Translator  # noqa: E402
 
 
 def alphas(text: str) -> list[float]:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         translator = Translator.load(args.model, device=args.device, checkpoint=args.checkpoint)
-        sources, refs = read_validation(translator.config)
+        sources, refs = read_validation(translator.config.data)
     except UserError as e:
         print(f"tune_decoding: error: {e}", file=sys.stderr)
         return 2

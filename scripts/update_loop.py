@@ -1,6 +1,6 @@
-"""What scripts/profile_training.py, profile_decoding.py and ab_configs.py share (and the A/B
+"""What scripts/profile_training.py, profile_decoding.py and experiments/ab_configs.py share (and the A/B
 helpers kept beside their write-ups under docs/measurements/ import): a config's model on
-Multi30k en->de batches, and one training update through seq2seq.update.update, the function
+Multi30k en->de batches, and one training update through seq2seq.training.update.update, the function
 the trainer calls. Not a script of its own.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ sys.path.insert(0, str(ROOT))
 
 from seq2seq.config import Config, load_config  # noqa: E402
 from seq2seq.data import Batch, encode_parallel, epoch_batches, iterate_batches, read_parallel  # noqa: E402
-from seq2seq.model import build_model  # noqa: E402
-from seq2seq.tokenizer import Tokenizer, side_lists  # noqa: E402
-from seq2seq.update import update as train_update  # noqa: E402
+from seq2seq.model.model import build_model  # noqa: E402
+from seq2seq.data.tokenizer import Tokenizer, side_lists  # noqa: E402
+from seq2seq.training.update import update as train_update  # noqa: E402
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:

@@ -5,9 +5,9 @@ see examples/api_example.py.
 """
 __version__ = "0.1.0"
 
-from .config import Config, config_from_dict, load_config  # noqa: E402,F401
-from .errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError  # noqa: E402,F401
-from .search import Sampling  # noqa: E402,F401
-from .start import load_run_config  # noqa: E402,F401
-from .trainer import train  # noqa: E402,F401
-from .translator import Translation, Translator  # noqa: E402,F401
+from seq2seq.config import Config, config_from_dict, load_config  # noqa: E402,F401
+from seq2seq.errors import CheckpointError, ConfigError, DataError, Interrupted, TrainingError  # noqa: E402,F401
+from seq2seq.decoding.search import Sampling  # noqa: E402,F401
+from seq2seq.training.begin import load_run_config  # noqa: E402,F401
+from seq2seq.training.loop import train  # noqa: E402,F401
+from seq2seq.decoding.translator import Translation, Translator  # noqa: E402,F401

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import os
@@ -10,30 +9,12 @@ import re
 import sys
 from pathlib import Path
 
-from .data import groups, read_lines
-from .errors import (ConfigError, DataError, DecodingError, Interrupted, TrainingError, UserError, is_out_of_memory,
+from seq2seq.data import read_lines
+from seq2seq.errors import (ConfigError, DataError, DecodingError, Interrupted, TrainingError, UserError, is_out_of_memory,
                      out_of_memory_message)
-from .rundir import BEST
+from seq2seq.run.rundir import BEST
 
 log = logging.getLogger("seq2seq")
-
-
-def _open_input(path: str | None):
-    # Split on \n only and keep undecodable bytes visible, so line n out is always line n in.
-    if path is None or path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: " + ("is a directory, expected a text file" if p.is_dir() else "file not found"))
-    try:
-        return open(p, encoding="utf-8", errors="replace", newline="\n")
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror})") from None
-
-
-def _lines(stream):
-    for line in stream:
-        yield line[:-1] if line.endswith("\n") else line
 
 
 def _config_argument(args) -> str | None:
@@ -60,9 +41,9 @@ def _start_over(run, *, overwrite: bool, quiet: bool) -> None:
 
 
 def cmd_train(args) -> int:
-    from .rundir import RunDir
-    from .start import load_run_config
-    from .trainer import train
+    from seq2seq.run.rundir import RunDir
+    from seq2seq.training.begin import load_run_config
+    from seq2seq.training.loop import train
     config = _config_argument(args)
     if config is None and not args.resume:
         raise ConfigError("--config: a config file is needed (seq2seq train CONFIG, or --resume with --run-dir)")
@@ -77,7 +58,7 @@ def cmd_train(args) -> int:
     cfg = load_run_config(base, args.set)
     if not args.resume:
         _start_over(RunDir(args.run_dir), overwrite=args.overwrite, quiet=args.quiet)
-    from . import distributed
+    from seq2seq.training import distributed
     try:
         train(cfg, args.run_dir, resume=args.resume, quiet=args.quiet)
     finally:
@@ -86,8 +67,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .rundir import RunDir
-    from .start import load_run_config, prepare
+    from seq2seq.run.rundir import RunDir
+    from seq2seq.training.begin import load_run_config, prepare
     run_dir = args.run_dir or str(RunDir.default_for(args.config))
     found = RunDir(run_dir).trained()
     if found:  # its tokenizers and config belong to that run
@@ -98,104 +79,24 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def _count_lines(path: str | None) -> int | None:
-    if path is None or path == "-":
-        return None
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
-
-
 def cmd_translate(args) -> int:
-    from tqdm import tqdm
-    from .translator import Translator
+    from seq2seq.decoding.translate_command import sampling_from_flags, translate_file
+    from seq2seq.decoding.translator import Translator
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
     if args.nbest is not None and args.nbest < 1:
         raise DecodingError("--nbest: must be at least 1")
-    sampling = _sampling(args)
+    sampling = sampling_from_flags(sample=args.sample, top_k=args.top_k, temperature=args.temperature,
+                                   seed=args.seed, beam_size=args.beam_size, nbest=args.nbest)
     if args.attention:
-        from .plot import _pyplot
+        from seq2seq.run.plot import _pyplot
         _pyplot()  # a missing matplotlib is reported before any translation work
     translator = Translator.load(args.model[0] if len(args.model) == 1 else args.model, device=args.device, checkpoint=args.checkpoint,
                                  quantize=args.quantize, precision=args.precision)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, length_penalty=args.length_penalty,
                    max_len_ratio=args.max_len_ratio, sampling=sampling)
-    nbest = args.nbest or 1
-    detailed = args.nbest is not None or args.scores or args.attention is not None
-    source = _open_input(args.input)
-    interactive = args.input in (None, "-") and sys.stdin.isatty()
-    show_bar = not args.quiet and not interactive and sys.stderr.isatty()
-    try:
-        out = (open(args.output, "w", encoding="utf-8", newline="\n") if args.output
-               else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n", line_buffering=True))
-    except OSError as e:
-        raise DataError(f"{args.output}: cannot write ({e.strerror})") from None
-    bar = tqdm(total=_count_lines(args.input) if show_bar else None, disable=not show_bar, unit="sent",
-               desc="translating", dynamic_ncols=True, leave=False)
-    try:
-        with source:
-            if not detailed:
-                chunk = 1 if interactive else None
-                for text in translator.translate_stream(_lines(source), chunk_lines=chunk, **options):
-                    out.write(text + "\n")
-                    bar.update(1)
-            else:
-                size = 1 if interactive else (args.batch_size or translator.config.decoding.batch_size) * 4
-                index = 0
-                for chunk in groups(_lines(source), size):
-                    results = translator.translate_detailed(chunk, nbest=nbest, return_attention=bool(args.attention),
-                                                            first_line=index + 1, **options)
-                    for hyps in results:
-                        _write_detailed(out, index, hyps, args)
-                        index += 1
-                        bar.update(1)
-            out.flush()
-    finally:
-        bar.close()
-        if args.output:
-            out.close()
-        else:
-            out.detach()
+    translate_file(translator, input_path=args.input, output_path=args.output, options=options, nbest=args.nbest,
+                   scores=args.scores, attention=args.attention, quiet=args.quiet)
     return 0
-
-
-def _sampling(args):
-    """translate's --sample options as a search.Sampling, or None; a combination that would be
-    ignored or is out of range is a DecodingError."""
-    from .config import SEED_MAX
-    from .search import Sampling
-    given = [flag for flag, value in (("--top-k", args.top_k), ("--temperature", args.temperature),
-                                      ("--seed", args.seed)) if value is not None]
-    if not args.sample:
-        if given:
-            raise DecodingError(f"{given[0]}: only used with --sample")
-        return None
-    if (args.beam_size is not None and args.beam_size > 1) or args.nbest is not None:
-        raise DecodingError("--sample draws one translation per input; leave out --beam-size (or give 1) and --nbest")
-    if args.top_k is not None and args.top_k < 1:
-        raise DecodingError(f"--top-k: must be at least 1, got {args.top_k}")
-    if args.temperature is not None and not 0 < args.temperature < float("inf"):
-        raise DecodingError(f"--temperature: must be a number above 0, got {args.temperature}")
-    if args.seed is not None and not 0 <= args.seed <= SEED_MAX:
-        raise DecodingError(f"--seed: must be from 0 to {SEED_MAX}, got {args.seed}")
-    defaults = Sampling()
-    return Sampling(seed=defaults.seed if args.seed is None else args.seed, top_k=args.top_k,
-                    temperature=defaults.temperature if args.temperature is None else args.temperature)
-
-
-def _write_detailed(out, index: int, hyps, args) -> None:
-    """One input's output: TSV for --nbest/--scores, plain text otherwise; heatmap for --attention."""
-    if args.nbest is not None:
-        for rank, h in enumerate(hyps, 1):
-            out.write(f"{index}\t{rank}\t{h.score:.4f}\t{h.text.replace(chr(9), ' ')}\n")
-    elif args.scores:
-        out.write(f"{hyps[0].text.replace(chr(9), ' ')}\t{hyps[0].score:.4f}\n")
-    else:
-        out.write(hyps[0].text + "\n")
-    best = hyps[0]
-    if args.attention and best.attention is not None:
-        from .plot import plot_attention
-        plot_attention(best.attention, best.src_pieces, best.tgt_pieces + ["</s>"],
-                       Path(args.attention) / f"{index:05d}.png")
 
 
 def cmd_serve(args) -> int:
@@ -204,14 +105,8 @@ def cmd_serve(args) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise ConfigError("seq2seq serve needs the serve extra: pip install 'seq2seq-rnn[serve]'") from None
-    from .onnx_model import is_export, verify
-    from .rundir import RunDir
-    from .serve import Limits, serve
-    for run_dir in args.model:  # a wrong path is an error now, not a service that never gets ready
-        if is_export(run_dir):
-            verify(run_dir)
-        else:
-            RunDir(run_dir).checkpoint(args.checkpoint)
+    from seq2seq.deploy.serve import Limits, check_models, serve
+    check_models(args.model, args.checkpoint)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     if args.beam_size is not None and not 1 <= args.beam_size <= args.max_beam:
         raise DecodingError(f"--beam-size: must be from 1 to --max-beam ({args.max_beam})")
@@ -233,7 +128,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .metrics import LITERATURE_LABEL, MOSES_EXTRA, literature_bleu, score_all
+    from seq2seq.metrics import LITERATURE_LABEL, MOSES_EXTRA, literature_bleu, score_all
     hyps, _ = read_lines(args.hyp)
     refs, _ = read_lines(args.ref)
     if len(hyps) != len(refs):
@@ -265,40 +160,36 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plot import plot_learning_curves
+    from seq2seq.run.plot import plot_learning_curves
     for path in plot_learning_curves(args.run_dir, args.output):
         print(path)
     return 0
 
 
 def cmd_info(args) -> int:
-    from .info import format_info, run_info
+    from seq2seq.run.info import format_info, run_info
     info = run_info(args.run_dir, checkpoint=args.checkpoint)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 
 
 def cmd_average(args) -> int:
-    from .average import average_run
+    from seq2seq.run.average import average_run
     out, inputs = average_run(args.run_dir, last=args.last, output=args.output)
     print(f"averaged {', '.join(p.name for p in inputs)} into {out}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from .export import export_run
+    from seq2seq.deploy.export import export_run, summary
     manifest = export_run(args.model, args.out, checkpoint=args.checkpoint, quantize=args.quantize)
-    check = manifest["check"]
-    page = " and the in-browser page (serve the folder statically)" if "index.html" in manifest["files"] else ""
-    print(f"exported {manifest['exported_from']['run']}/{manifest['exported_from']['checkpoint']} to {args.out}"
-          f"{' (int8)' if args.quantize else ''}: ONNX graphs{page}; float32 graphs agree with PyTorch within "
-          f"{check['max_abs_difference']:.1g} (allowed {check['tolerance']:g})")
+    print(summary(manifest, args.out, quantize=args.quantize))
     return 0
 
 
 def cmd_config(args) -> int:
-    from .config import defaults_yaml, dump_yaml
-    from .start import load_run_config
+    from seq2seq.config import defaults_yaml, dump_yaml
+    from seq2seq.training.begin import load_run_config
     if args.defaults:
         sys.stdout.write(defaults_yaml())
     else:
@@ -327,11 +218,18 @@ def add_decoding_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    """The `seq2seq` command line: its subcommands in the order --help lists them."""
+    from seq2seq import __version__
     parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent neural machine translation.")
     parser.add_argument("--version", action="version", version=f"seq2seq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_prepare, _add_translate, _add_serve, _add_evaluate,
+                _add_plot, _add_info, _add_average, _add_export, _add_config):
+        add(sub)
+    return parser
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config_file", nargs="?", metavar="CONFIG", help="YAML experiment config (or --config)")
     p.add_argument("--config", help="YAML experiment config")
@@ -345,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or console log (train.log is still written)")
     p.set_defaults(func=cmd_train)
 
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="train the tokenizers and encode the training corpora into the run's "
                                        "prepared store (train does this itself when it is missing)")
     p.add_argument("--config", required=True, help="YAML experiment config")
@@ -353,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or console log")
     p.set_defaults(func=cmd_prepare)
 
+
+def _add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate raw text, one sentence per line")
     add_decoding_options(p)
     p.add_argument("--input", help="input file (default: standard input)")
@@ -378,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_translate)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="an HTTP translation service with dynamic batching and a web page "
                                      "(needs the serve extra)")
     add_decoding_options(p)
@@ -403,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", action="store_true", help="log every request on the console")
     p.set_defaults(func=cmd_serve)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU")
     p.add_argument("--hyp", required=True, help="hypotheses, one per line")
     p.add_argument("--ref", required=True, help="references, one per line")
@@ -411,17 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
                                   "reference file's ending, e.g. de for test.de)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw learning curves (PNG) from RUN_DIR/metrics.jsonl (needs matplotlib)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--output", metavar="DIR", help="where the PNG files go (default: RUN_DIR/plots)")
     p.set_defaults(func=cmd_plot)
 
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="parameters, vocabularies, training time and best scores of a run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--checkpoint", default=BEST, help="checkpoint file inside RUN_DIR (default: best.pt)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
+
+def _add_average(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("average", help="average the weights of the last kept checkpoints into a new one")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--last", type=int, required=True, metavar="N",
@@ -429,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="output checkpoint (default: RUN_DIR/averaged.pt)")
     p.set_defaults(func=cmd_average)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a run as ONNX graphs, tokenizers and a manifest (needs the onnx "
                                       "extra): decoded by onnxruntime or in a browser")
     p.add_argument("--model", required=True, metavar="RUN_DIR", help="the run to export")
@@ -437,12 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["int8"], help="int8 weights (onnxruntime's dynamic quantization)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="print a resolved config, or all defaults with a comment per key")
     p.add_argument("--defaults", action="store_true", help="print the full default config with comments")
     p.add_argument("--config", help="YAML experiment config to resolve (default: the defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a value")
     p.set_defaults(func=cmd_config)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """What a piece of code asks of the device, counted with torch.profiler: operator calls, and
 host syncs (reads of a device value, after which the host waits until the device has caught
 up). The tests that hold the training update and the search loops to their sync budgets and
-scripts/step_ops.py count with it. On a CPU run nothing waits, but the same reads show up as
+experiments/step_ops.py count with it. On a CPU run nothing waits, but the same reads show up as
 the same operators, so the count says what a GPU run would do."""
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def synthetic_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, synthetic_dir) -> Path:
     """A run directory with a tiny model trained on the synthetic task (shared by many tests)."""
-    from seq2seq.trainer import train
+    from seq2seq.training.loop import train
     run_dir = tmp_path_factory.mktemp("run")
     cfg = config_from_dict(tiny_config_dict(synthetic_dir))
     train(cfg, run_dir, quiet=True)

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from seq2seq.attention import AdditiveAttention, DotAttention, GeneralAttention, build_attention
+from seq2seq.model.attention import AdditiveAttention, DotAttention, GeneralAttention, build_attention
 from seq2seq.config import config_from_dict
 from seq2seq.data import pad
-from seq2seq.model import build_model
+from seq2seq.model.model import build_model
 
 KINDS = ["additive", "dot", "general"]
 
@@ -99,7 +99,7 @@ def test_padded_sentence_gives_the_same_outputs_as_alone(kind, cell):
 @pytest.mark.parametrize("kind", ["additive", "dot", "general"])
 def test_step_attention_equals_the_modules_attend_with_its_gradients(kind):
     # Training runs each step's attention as one autograd node (attention.StepAttention).
-    from seq2seq.attention import StepAttention
+    from seq2seq.model.attention import StepAttention
     torch.manual_seed(0)
     attention = build_attention(kind, query_size=6, key_size=6).double()
     values = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)

@@ -11,9 +11,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import tiny_config_dict
 from seq2seq.config import config_from_dict
-from seq2seq.model import build_model
+from seq2seq.model.model import build_model
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+EXPERIMENTS = SCRIPTS.parent / "experiments"
 sys.path.insert(0, str(SCRIPTS))
 from benchmark import forward_macs  # noqa: E402
 
@@ -76,7 +77,7 @@ def test_profile_decoding_script_profiles_a_run(trained_run, synthetic_dir):
 
 
 def test_ab_configs_script_compares_a_config_with_its_override(tmp_path, synthetic_dir):
-    from seq2seq.tokenizer import train_tokenizer
+    from seq2seq.data.tokenizer import train_tokenizer
     data = tmp_path / "data"
     data.mkdir()
     for lang, name in (("src", "en"), ("tgt", "de")):  # the script reads Multi30k's en-de file names
@@ -85,7 +86,7 @@ def test_ab_configs_script_compares_a_config_with_its_override(tmp_path, synthet
     train_tokenizer(lines, tmp_path / "spm.model", vocab_size=64, model_type="bpe", character_coverage=1.0)
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(tiny_config_dict(data)))
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "ab_configs.py"), "--config", str(config),
+    proc = subprocess.run([sys.executable, str(EXPERIMENTS / "ab_configs.py"), "--config", str(config),
                            "--tokenizer", str(tmp_path / "spm.model"), "--data", str(data), "--threads", "1",
                            "--set", "tokenizer.drop_unseen=true", "--batches", "3", "--rounds", "2"],
                           capture_output=True, text=True, timeout=600)

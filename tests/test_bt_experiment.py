@@ -1,4 +1,4 @@
-"""scripts/bt_experiment.py: the reverse model back-translates only the monolingual lines, each
+"""experiments/bt_experiment.py: the reverse model back-translates only the monolingual lines, each
 setting trains on the corpora it names (tagged or not, with or without subword sampling), and
 the gains it reports are those of its own results."""
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 from conftest import write_multi30k_like
 from seq2seq.config import load_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bt_experiment.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bt_experiment.py"
 
 
 def test_settings_train_on_their_corpora_and_gains_are_per_seed(tmp_path, trained_run):

@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq import checkpoint as checkpoint_module
-from seq2seq.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, atomic_write, load_checkpoint,
+from seq2seq.run import checkpoint as checkpoint_module
+from seq2seq.run.checkpoint import (FORMAT, FORMAT_VERSION, CheckpointError, atomic_write, load_checkpoint,
                                 save_checkpoint, training_payload, unwrap)
 from seq2seq.config import Config, config_from_dict, to_dict
 from seq2seq.data import pad
 from seq2seq.errors import TrainingError
-from seq2seq.model import build_model
-from seq2seq.start import Progress
+from seq2seq.model.model import build_model
+from seq2seq.training.state import Progress
 
 
 def small_config() -> Config:

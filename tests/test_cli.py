@@ -15,11 +15,11 @@ import yaml
 
 from conftest import expected_translation, tiny_config_dict, write_synthetic
 from seq2seq import cli
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.run.checkpoint import load_checkpoint
 from seq2seq.errors import CheckpointError, DecodingError, DeviceError, TrainingError
-from seq2seq.search import Sampling
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.translator import Translator
+from seq2seq.decoding.search import Sampling
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.decoding.translator import Translator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -365,9 +365,13 @@ def test_a_tokenizer_whose_settings_or_data_changed_is_not_reused_silently(tmp_p
     assert f"the training data changed ({data})" in proc.stderr and "--resume keeps" in proc.stderr
 
 
-def test_the_readme_reproduction_runs_do_not_share_a_run_directory():
+def test_the_commands_behind_the_readme_results_do_not_share_a_run_directory():
+    # The README's Results table links docs/reproducing.md for the commands behind each row.
     readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("# [1] train"):]
+    results = readme[readme.index("## Results"):]
+    assert "docs/reproducing.md" in results[:results.index("\n## ")]
+    guide = (ROOT / "docs" / "reproducing.md").read_text()
+    block = guide[guide.index("# [1] train"):]
     block = block[:block.index("```")]
     commands = [line for line in block.replace("\\\n", " ").splitlines() if "seq2seq train" in line]
     starts = [c for c in commands if "--resume" not in c]
@@ -422,27 +426,41 @@ def test_the_package_has_a_name_of_its_own_on_the_package_index():
     assert any(dep.startswith(f"{name}[") for dep in project["optional-dependencies"]["dev"])
     hints = []
     for path in [ROOT / "README.md", ROOT / "pyproject.toml", *(ROOT / "docs").glob("*.md"),
-                 *(ROOT / "seq2seq").rglob("*.py"), *(ROOT / "scripts").glob("*")]:
+                 *(ROOT / "seq2seq").rglob("*.py"), *(ROOT / "scripts").glob("*"), *(ROOT / "experiments").glob("*")]:
         if path.is_file():
             text = path.read_text(errors="replace")
             hints += [(path.name, m) for m in re.findall(r"(?<![-\w])seq2seq\[[a-z,]+\]", text)]
     assert hints == [], hints  # `pip install 'seq2seq[serve]'` would install the unrelated project
 
 
-def test_setup_is_one_command_and_ci_runs_it():
+def shell_commands(text: str) -> list[str]:
+    """The commands of a shell script or code block: comment lines and trailing comments left out."""
+    return [line.split(" #")[0].strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_readme_setup_starts_with_a_virtual_environment_and_ci_runs_the_same_commands():
     readme = (ROOT / "README.md").read_text()
     setup = readme[readme.index("## Set-up"):]
     block = setup[setup.index("```bash\n") + 8:]
-    commands = [line for line in block[:block.index("```")].splitlines() if line.strip() and not line.startswith("#")]
-    assert commands == ["scripts/setup.sh"], commands
+    commands = shell_commands(block[:block.index("```")])
+    # A virtual environment first, so that set-up never installs into whichever python3 comes first.
+    assert commands == ["python3 -m venv .venv", ". .venv/bin/activate", "scripts/setup.sh"], commands
+    ignored = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()]
+    assert {".venv", ".venv/", "/.venv", "/.venv/"} & set(ignored), "the virtual environment must be git-ignored"
     script = ROOT / "scripts" / "setup.sh"
     assert script.is_file() and os.access(script, os.X_OK)
     text = script.read_text()
     assert "-c constraints.txt" in text and "npm ci --prefix web" in text and "chromium" in text
-    ci = (ROOT / ".ci" / "run").read_text()
-    steps = [line for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert any(line.strip().startswith("scripts/setup.sh") for line in steps), ci
-    assert not any("pip install" in line or "npm ci" in line or "apt-get" in line for line in steps), ci
+    tests = readme[readme.index("## Tests"):]
+    test_command = shell_commands(tests[tests.index("```bash\n") + 8:tests.index("```", tests.index("```bash\n") + 8)])
+    assert test_command == ["python3 -m pytest -q"], test_command
+    # CI runs the README's set-up commands in the README's order, then its test command, and
+    # installs nothing on its own.
+    steps = shell_commands((ROOT / ".ci" / "run").read_text())
+    assert [step for step in steps if step in commands] == commands, steps
+    assert test_command[0] in steps and steps.index(test_command[0]) > steps.index(commands[-1]), steps
+    assert not any("pip install" in step or "npm ci" in step or "apt-get" in step for step in steps), steps
 
 
 def test_the_quickstart_says_what_the_recipes_reach_and_how_long_they_take():

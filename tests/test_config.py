@@ -1,4 +1,7 @@
 """Config validation: every user error names its dotted key; defaults and shipped configs load."""
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -6,7 +9,8 @@ import yaml
 
 from seq2seq.config import (Config, ConfigError, TrainCorpus, config_from_dict, defaults_yaml, dump_yaml,
                             load_config)
-from seq2seq.start import load_run_config
+from seq2seq.config import load_run_config as resolve  # reads a parent's config.yaml (begin's: its checkpoint)
+from seq2seq.training.begin import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -233,7 +237,39 @@ def test_shipped_configs_load(path, request):
         # them against the tiny trained run instead (their model section is inherited).
         overrides = [f"init_from={request.getfixturevalue('trained_run')}"]
     # As `seq2seq train` resolves them: a fine-tuning config inherits from its parent first.
-    assert isinstance(load_run_config(path, overrides), Config)
+    assert isinstance(cfg := load_run_config(path, overrides), Config)
+    assert resolve(path, overrides) == cfg  # a run's config.yaml holds what its checkpoints hold
+
+
+def test_a_child_is_resolved_over_its_parents_typed_sections(tmp_path):
+    parent = config_from_dict({"tokenizer": {"vocab_size": 500}, "model": {
+        "share_embeddings": True, "encoder": {"emb_size": 64, "hidden_size": 128}, "decoder": {"emb_size": 64}}})
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "parent" / "config.yaml").write_text(dump_yaml(parent))
+    child = write(tmp_path, {"init_from": str(tmp_path / "parent"), "model": {"encoder": {"dropout": 0.1}}})
+    assert (cfg := resolve(child)).model == replace(parent.model, encoder=replace(parent.model.encoder, dropout=0.1))
+    assert cfg.tokenizer == parent.tokenizer and cfg.training == Config().training
+    with pytest.raises(ConfigError, match=r"^model: the architecture .*encoder\.hidden_size \(parent 128, here 64\)"):
+        resolve(child, ["model.encoder.hidden_size=64"])
+    with pytest.raises(ConfigError, match=r"^tokenizer: finetune.vocabulary: keep .*vocab_size \(parent 500, here 64"):
+        resolve(child, ["finetune.vocabulary=keep", "tokenizer.vocab_size=64", "tokenizer.sampling.dropout=0.1"])
+    split = resolve(child, ["finetune.vocabulary=keep_source"])  # a tokenizer per side: the matrix splits
+    assert not split.model.share_embeddings and not split.tokenizer.joint and split.tokenizer.vocab_size == 500
+    for key in ("model.share_embeddings", "tokenizer.joint"):
+        with pytest.raises(ConfigError, match=rf"^{key}: finetune.vocabulary: keep_source gives each side"):
+            resolve(child, ["finetune.vocabulary=keep_source", f"{key}=true"])
+    seen = []
+    resolve(child, ["finetune.checkpoint=last.pt"], read_parent=lambda *where: seen.append(where) or parent)
+    assert seen == [(tmp_path / "parent", "last.pt")]
+
+
+def test_a_parent_that_is_not_a_run_is_an_init_from_error(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.yaml").write_text("model: {encoder: {hiden_size: 3}}")
+    for parent, message in (("nowhere", "is not a run directory"), ("", "config.yaml: config file not found"),
+                            ("bad", "its stored config is not valid here: model.encoder.hiden_size: unknown key")):
+        with pytest.raises(ConfigError, match=f"^init_from: .*{message}"):
+            resolve(write(tmp_path, {"init_from": str(tmp_path / parent)}))
 
 
 def test_shipped_configs_exist():
@@ -364,3 +400,23 @@ def test_a_duplicate_key_is_an_error_naming_its_path(tmp_path):
     top.write_text("training: {}\ntraining: {lr: 0.1}\n")
     with pytest.raises(ConfigError, match=r":2:1: training: duplicate key \(first at line 1\)"):
         load_config(top)
+
+
+def test_a_config_whose_aliases_expand_exponentially_is_refused_at_once(tmp_path):
+    # "Billion laughs": 12 lines of anchors, each alias repeating the one before nine times,
+    # stand for 9^12 values. A walk over the expanded config would never end; a subprocess with
+    # a time limit turns that into a failure instead of a hung suite.
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 12)]
+    lines += ["data: {train: [*a11]}"]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert path.stat().st_size < 1200
+    done = subprocess.run([sys.executable, "-m", "seq2seq", "config", "--config", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"{path}:1:1: its anchors and aliases expand to more than 100,000 values" in done.stderr
+    # An alias used as YAML means it, to share a value, still works.
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("model:\n  encoder: &cell {cell: gru}\n  decoder: *cell\n", encoding="utf-8")
+    assert load_config(shared).model.decoder.cell == "gru"

@@ -12,7 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from seq2seq.config import Config, ConfigError, config_from_dict, load_config, to_dict
+from seq2seq.config import (FREE_MODEL_KEYS, FREE_TOKENIZER_KEYS, PER_SIDE, Config, ConfigError, config_from_dict,
+                            differences, inherit, load_config, to_dict)
 
 
 def schema_paths(cls: type = Config, prefix: str = "") -> set[str]:
@@ -138,6 +139,28 @@ def test_random_yaml_text(text):
         except yaml.YAMLError:
             raw = None
         check_outcome(lambda: load_config(path), raw, extra_prefixes=(f"{path}:",))
+
+
+PARENT = config_from_dict({"model": {"encoder": {"hidden_size": 128}, "decoder": {"cell": "gru"}},
+                           "tokenizer": {"vocab_size": 500}})
+
+
+@FAST
+@given(mutated_config() | st.just(VALID), st.sets(st.sampled_from(["model", "tokenizer"])),
+       st.sampled_from(["keep", "transfer", "keep_source"]))
+def test_a_child_never_changes_what_its_parents_weights_mean(raw, inherited, vocabulary):
+    raw = {**{k: v for k, v in raw.items() if k not in inherited}, "init_from": "parent"}
+    if isinstance(raw.get("finetune"), dict):
+        raw["finetune"] = {**raw["finetune"], "vocabulary": vocabulary}
+    check_outcome(lambda: inherit(raw, lambda *_: PARENT), raw)
+    try:
+        cfg = inherit(raw, lambda *_: PARENT)
+    except ConfigError:
+        return
+    split = {"share_embeddings"} if cfg.finetune.vocabulary in PER_SIDE else set()
+    assert differences(cfg.model, PARENT.model, "model", FREE_MODEL_KEYS | split) == []
+    if cfg.finetune.vocabulary == "keep":
+        assert differences(cfg.tokenizer, PARENT.tokenizer, "tokenizer", FREE_TOKENIZER_KEYS) == []
 
 
 def test_huge_numbers_are_config_errors():

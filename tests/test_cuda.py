@@ -11,16 +11,16 @@ import torch
 import yaml
 
 from conftest import expected_translation, tiny_config_dict
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.run.checkpoint import load_checkpoint
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, config_from_dict
 from seq2seq.data import ParallelData, make_batch
-from seq2seq.model import build_model
-from seq2seq.precision import autocast
+from seq2seq.model.model import build_model
+from seq2seq.model.precision import autocast
 from seq2seq.profiling import cuda_waits
-from seq2seq.recurrence import gru_cell, gru_pointwise, lstm_cell, lstm_pointwise
-from seq2seq.trainer import train
-from seq2seq.translator import Translator
-from seq2seq.update import token_loss
+from seq2seq.model.recurrence import gru_cell, gru_pointwise, lstm_cell, lstm_pointwise
+from seq2seq.training.loop import train
+from seq2seq.decoding.translator import Translator
+from seq2seq.training.update import token_loss
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -123,8 +123,8 @@ def test_the_encoder_rnn_is_not_fp16_under_bf16_and_gradients_match_float32(cell
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_a_training_update_and_a_search_step_do_not_wait_for_the_gpu(cell):
-    from seq2seq.search import beam_search, greedy_search, max_output_lengths
-    from seq2seq.update import update
+    from seq2seq.decoding.search import beam_search, greedy_search, max_output_lengths
+    from seq2seq.training.update import update
     torch.manual_seed(0)
     cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=16, hidden_size=16, dropout=0.1),
                       decoder=DecoderConfig(cell=cell, emb_size=16, hidden_size=32, dropout=0.1))
@@ -171,8 +171,8 @@ def test_layer_norm_and_the_moving_average_run_on_the_gpu_without_waiting(cell):
     # A layer-normalized encoder runs its recurrence written out on the GPU too; the decoder's
     # normalized gates feed the fused cell kernels. Both give the CPU's results, and an update
     # with the moving average's update reads nothing back.
-    from seq2seq.ema import WeightAverage
-    from seq2seq.update import update
+    from seq2seq.training.ema import WeightAverage
+    from seq2seq.training.update import update
     torch.manual_seed(0)
     cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=16, hidden_size=16, num_layers=2, dropout=0.1,
                                             layer_norm=True, word_dropout=0.1),

@@ -7,7 +7,7 @@ import torch
 
 from seq2seq.data import (DataError, ParallelData, batch_indices, encode_parallel, epoch_batches, make_batch, plan_batches,
                           read_lines, read_parallel)
-from seq2seq.tokenizer import BOS, EOS, PAD
+from seq2seq.data.tokenizer import BOS, EOS, PAD
 
 
 def random_lengths(n: int, seed: int = 0) -> tuple[list[int], list[int]]:

@@ -8,17 +8,17 @@ import torch
 import yaml
 
 from conftest import tiny_config_dict
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.run.checkpoint import load_checkpoint
 
 
 # Trains as `seq2seq train` does (begin, then the loop), then writes each rank's final weights
 # and random state, so the test can compare the ranks.
 WORKER = """
 import sys, torch
-from seq2seq import distributed as dist
-from seq2seq.checkpoint import save_checkpoint
-from seq2seq.start import begin, load_run_config
-from seq2seq.trainer import fit
+from seq2seq.training import distributed as dist
+from seq2seq.run.checkpoint import save_checkpoint
+from seq2seq.training.begin import begin, load_run_config
+from seq2seq.training.loop import fit
 config, run_dir, resume, *sets = sys.argv[1:]
 session = begin(load_run_config(config, sets), run_dir, resume=resume == "resume", quiet=True)
 fit(session, quiet=True)

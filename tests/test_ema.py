@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from conftest import tiny_config_dict, write_synthetic
-from seq2seq import trainer as trainer_module
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.training import loop as loop_module
+from seq2seq.run.checkpoint import load_checkpoint
 from seq2seq.config import config_from_dict
-from seq2seq.ema import WeightAverage, ema_decay
+from seq2seq.training.ema import WeightAverage, ema_decay
 from seq2seq.profiling import count_ops
-from seq2seq.rundir import open_run
-from seq2seq.start import read_validation, validation_set
-from seq2seq.update import update
-from seq2seq.validation import validation_loss
+from seq2seq.run.rundir import open_run
+from seq2seq.training.validation import read_validation, validation_set
+from seq2seq.training.update import update
+from seq2seq.training.validation import validation_loss
 from test_update import adam, small_batches, small_model
 
 
@@ -62,7 +62,7 @@ def ema_config(data_dir):
 
 def test_saved_weights_are_the_moving_average_of_the_trained_weights(tmp_path, data_dir, monkeypatch):
     trained = []  # the trained weights after every update, the initial ones first
-    real_update = trainer_module.update
+    real_update = loop_module.update
 
     def recording(model, *args, **kwargs):
         if not trained:
@@ -71,9 +71,9 @@ def test_saved_weights_are_the_moving_average_of_the_trained_weights(tmp_path, d
         trained.append({k: v.detach().double().clone() for k, v in model.state_dict().items()})
         return result
 
-    monkeypatch.setattr(trainer_module, "update", recording)
+    monkeypatch.setattr(loop_module, "update", recording)
     run_dir = tmp_path / "run"
-    trainer_module.train(ema_config(data_dir), run_dir, quiet=True)
+    loop_module.train(ema_config(data_dir), run_dir, quiet=True)
     assert len(trained) == STEPS + 1
 
     by_hand = [dict(trained[0])]  # the average after each update, by the formula of the docs
@@ -102,6 +102,6 @@ def test_saved_weights_are_the_moving_average_of_the_trained_weights(tmp_path, d
     # ... and the validation loss recorded for it is the average's own.
     run = open_run(run_dir)
     cfg = run.config
-    valid = validation_set(cfg, *read_validation(cfg), run.src_tok, run.tgt_tok)
+    valid = validation_set(cfg.data, *read_validation(cfg.data), run.src_tok, run.tgt_tok)
     loss = validation_loss(run.model, valid.pairs, torch.device("cpu"))
     assert loss == pytest.approx(best_record["valid_loss"], rel=1e-6)

@@ -12,12 +12,12 @@ import torch
 
 from conftest import chi2_bound, chi_square, tiny_config_dict
 from seq2seq.config import config_from_dict
-from seq2seq.ensemble import Ensemble
+from seq2seq.decoding.ensemble import Ensemble
 from seq2seq.errors import CheckpointError
-from seq2seq.decoding import DecodingModel
-from seq2seq.search import Sampling, beam_search, greedy_search, sample_search, translate_ids
-from seq2seq.trainer import train
-from seq2seq.translator import Translator
+from seq2seq.model.step import DecodingModel
+from seq2seq.decoding.search import Sampling, beam_search, greedy_search, sample_search, translate_ids
+from seq2seq.training.loop import train
+from seq2seq.decoding.translator import Translator
 
 # A five-piece vocabulary: PAD, UNK, BOS, EOS, then X and Y.
 X, Y = 4, 5
@@ -168,7 +168,7 @@ def test_a_member_with_another_tokenizer_is_named(trained_run, synthetic_dir, tm
 
 
 def test_the_ensemble_script_scores_members_and_ensemble(trained_run, lstm_run, synthetic_dir, tmp_path):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "ensemble_eval.py"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "ensemble_eval.py"
     proc = subprocess.run([sys.executable, str(script), str(trained_run), str(lstm_run), "--src",
                            str(synthetic_dir / "test.src"), "--ref", str(synthetic_dir / "test.tgt"), "--out",
                            str(tmp_path / "out"), "--beam-size", "2"], capture_output=True, text=True, timeout=300)

@@ -14,14 +14,14 @@ import torch
 from conftest import expected_translation, tiny_config_dict
 from seq2seq.config import config_from_dict
 from seq2seq.errors import CheckpointError, ExportError
-from seq2seq.rundir import open_run
+from seq2seq.run.rundir import open_run
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from seq2seq.export import export_run  # noqa: E402
-from seq2seq.onnx_model import OnnxModel, verify  # noqa: E402
-from seq2seq.search import translate_ids  # noqa: E402
+from seq2seq.deploy.export import export_run  # noqa: E402
+from seq2seq.decoding.onnx_model import OnnxModel, verify  # noqa: E402
+from seq2seq.decoding.search import translate_ids  # noqa: E402
 
 # Every cell x attention x input feeding x bidirectional the trainer builds; the layer count
 # alternates so that one and two layers are both covered.
@@ -37,7 +37,7 @@ def combo_id(combo) -> str:
 def train_combo(root: Path, data: Path, combo, **layer_norm) -> Path:
     """A tiny model of this architecture, trained briefly on the synthetic task; `layer_norm`:
     {"encoder": bool, "decoder": bool}."""
-    from seq2seq.trainer import train
+    from seq2seq.training.loop import train
     cell, attention, feeding, bidi, layers = combo
     enc_hidden = 16 if bidi else 32  # dot attention needs the encoder's output size = the decoder's
     raw = tiny_config_dict(data, model={
@@ -99,7 +99,7 @@ def test_a_layer_normalized_decoder_decodes_the_same_with_onnxruntime(cell, synt
 def test_the_tied_shared_moving_average_recipe_decodes_the_same_with_onnxruntime(synthetic_dir, tmp_path):
     # configs/multi30k_en_de_tied_ema.yaml's shape: one embedding matrix for source, target and
     # output, and checkpoints that hold the moving average of the weights.
-    from seq2seq.trainer import train
+    from seq2seq.training.loop import train
     raw = tiny_config_dict(synthetic_dir, model={
         "share_embeddings": True, "tie_embeddings": True,
         "encoder": {"emb_size": 64}, "decoder": {"emb_size": 64, "hidden_size": 64}},
@@ -174,7 +174,7 @@ def test_export_into_a_folder_that_holds_other_files_is_refused(trained_run, tmp
 
 
 def test_a_graph_that_disagrees_with_pytorch_fails_the_export(trained_run, tmp_path, monkeypatch):
-    import seq2seq.export as export
+    import seq2seq.deploy.export as export
     original = export.StepGraph.forward
 
     def off_by_a_little(self, *inputs):
@@ -203,19 +203,19 @@ def test_translate_and_serve_take_an_export_folder(exported, trained_run, synthe
     assert [float(r[2]) for r in outputs["export"]] == pytest.approx([float(r[2]) for r in outputs["run"]], abs=1e-3)
 
     from starlette.testclient import TestClient
-    from seq2seq.serve import Limits, Service, build_app
+    from seq2seq.deploy.serve import Limits, Service, build_app
     service = Service([str(fp32)], load_options={"device": "cpu"}, limits=Limits(), beam_size=None, max_batch=8,
                       max_wait=0.002)
     with TestClient(build_app(service)) as client:
         assert service.loaded.wait(60)
         got = client.post("/translate", json={"texts": lines[:5], "beam_size": 1}).json()["translations"]
-        from seq2seq.translator import Translator
+        from seq2seq.decoding.translator import Translator
         assert got == Translator.load(trained_run, device="cpu").translate(lines[:5], beam_size=1)
 
 
 def test_an_export_folder_samples_as_the_run_does(exported, trained_run, synthetic_dir):
-    from seq2seq.search import Sampling
-    from seq2seq.translator import Translator
+    from seq2seq.decoding.search import Sampling
+    from seq2seq.decoding.translator import Translator
     lines = (synthetic_dir / "test.src").read_text().splitlines()[:40]
     sampling = Sampling(seed=3, temperature=1.5)
     export = Translator.load(exported[0], device="cpu")

@@ -11,17 +11,19 @@ import torch
 import yaml
 
 from conftest import LEXICON, SRC_WORDS, tiny_config_dict
-from seq2seq import finetune, transfer
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.training import finetune
+from seq2seq.training import transfer
+from seq2seq.run.checkpoint import load_checkpoint
 from seq2seq.config import ConfigError, config_from_dict
-from seq2seq.rundir import RunDir, open_run
-from seq2seq.start import load_run_config, prepare_tokenizers
+from seq2seq.run.rundir import RunDir, open_run
+from seq2seq.training.begin import load_run_config
+from seq2seq.training.tokenizers import prepare_tokenizers
 from seq2seq.data import make_batch, encode_parallel, read_parallel, tag_sources
 from seq2seq.data import text as text_module
-from seq2seq.model import build_model
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import train
-from seq2seq.translator import Translator
+from seq2seq.model.model import build_model
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.training.loop import train
+from seq2seq.decoding.translator import Translator
 
 # A second target "language": the same source words, other target words (with letters the
 # parent's vocabulary never saw), the same reversed word order.
@@ -496,7 +498,7 @@ def test_transfer_from_a_trimmed_parent_matches_rows_by_piece(trimmed_parent, ne
 @pytest.mark.parametrize("vocabulary", ["transfer", "keep_source", "keep"])
 def test_a_child_learns_a_corpus_tag_its_parent_never_saw(trained_run, synthetic_dir, new_lang_dir, tmp_path,
                                                           vocabulary):
-    from seq2seq.start import prepare
+    from seq2seq.training.begin import prepare
     # keep needs the parent's language pair; the others fine-tune to the new target language.
     data, tgt = (synthetic_dir, "tgt") if vocabulary == "keep" else (new_lang_dir, "tg2")
     raw = child_dict(data, trained_run, tgt=tgt, finetune={"vocabulary": vocabulary}, training={"max_steps": 2})
@@ -532,7 +534,7 @@ def parent_lacks(run_dir: Path, piece: str) -> bool:
 
 
 def test_keep_from_a_trimmed_parent_adds_the_tag_to_its_piece_lists(trimmed_parent, synthetic_dir, tmp_path):
-    from seq2seq.start import prepare
+    from seq2seq.training.begin import prepare
     raw = child_dict(synthetic_dir, trimmed_parent, tgt="tgt", finetune={"vocabulary": "keep"})
     raw["data"]["train"] = [{"path": str(synthetic_dir / "train")},
                             {"path": str(synthetic_dir / "train"), "tag": "<bt>"}]

@@ -1,4 +1,4 @@
-"""scripts/finetune_experiment.py: every mode is trained once per seed, and the gains over
+"""experiments/finetune_experiment.py: every mode is trained once per seed, and the gains over
 scratch it reports are those of its own results."""
 import json
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import write_multi30k_like
 from seq2seq.config import load_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "finetune_experiment.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "finetune_experiment.py"
 
 
 def test_each_seed_is_a_run_and_gains_are_per_seed(tmp_path, trained_run):

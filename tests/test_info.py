@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_config_dict
-from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.run.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import TrainCorpus, config_from_dict, to_dict
-from seq2seq.info import format_info, run_info
-from seq2seq.model import build_model
-from seq2seq.rundir import RunDir, open_run
-from seq2seq.start import prepare
+from seq2seq.run.info import format_info, run_info
+from seq2seq.model.model import build_model
+from seq2seq.run.rundir import RunDir, open_run
+from seq2seq.training.begin import prepare
 
 
 @pytest.fixture(scope="module")

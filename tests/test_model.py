@@ -7,9 +7,9 @@ from torch import nn
 
 from seq2seq.config import config_from_dict
 from seq2seq.data import pad
-from seq2seq.decoder import DecoderState, Memory
-from seq2seq.decoding import DecodingModel
-from seq2seq.model import build_model, count_parameters, init_weights, resolve_device
+from seq2seq.model.decoder import DecoderState, Memory
+from seq2seq.model.step import DecodingModel
+from seq2seq.model.model import build_model, count_parameters, init_weights, resolve_device
 
 SRC_V, TGT_V = 19, 23
 
@@ -215,7 +215,7 @@ def test_resolve_device():
 def test_the_written_out_encoder_equals_torchs_rnn_module(cell, num_layers, bidirectional):
     # Training on the CPU runs the recurrence written out (Encoder.train_pass); decoding runs the
     # module: same outputs, final states and gradients, whatever the lengths in the batch.
-    from seq2seq.encoder import Encoder
+    from seq2seq.model.encoder import Encoder
     torch.manual_seed(0)
     encoder = Encoder(vocab_size=30, emb_size=6, hidden_size=5, num_layers=num_layers, cell=cell,
                       bidirectional=bidirectional, dropout=0.0, emb_dropout=0.0, output_dropout=0.0)
@@ -336,7 +336,7 @@ def test_layer_norm_decoding_steps_give_the_teacher_forced_distributions(cell, n
             log_probs, state, _ = decoding.step(tgt_in[:, t], state, memory)
             torch.testing.assert_close(log_probs, expected[:, t], rtol=1e-5, atol=1e-5)
     # Its products and normalizations are its own modules; int8 would swap the products only.
-    from seq2seq.recurrence import GateNorm
+    from seq2seq.model.recurrence import GateNorm
     norms = {name for name, m in decoding.named_modules() if isinstance(m, GateNorm)}
     assert norms == {f"products.{i}.norm_{kind}" for i in range(num_layers) for kind in ("input", "hidden")}
     # The normalization is really there: without it the distributions differ.
@@ -349,8 +349,8 @@ def test_layer_norm_decoding_steps_give_the_teacher_forced_distributions(cell, n
 
 @pytest.mark.parametrize("cell, bidirectional", list(itertools.product(["lstm", "gru"], [True, False])))
 def test_a_layer_normalized_encoder_normalizes_both_products(cell, bidirectional):
-    from seq2seq.encoder import Encoder
-    from seq2seq.recurrence import normalize
+    from seq2seq.model.encoder import Encoder
+    from seq2seq.model.recurrence import normalize
     torch.manual_seed(0)
     encoder = Encoder(vocab_size=30, emb_size=6, hidden_size=5, num_layers=1, cell=cell, bidirectional=bidirectional,
                       dropout=0.0, emb_dropout=0.0, output_dropout=0.0, layer_norm=True).eval()

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from conftest import expected_translation, tiny_config_dict
-from seq2seq import precision
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.model import precision
+from seq2seq.run.checkpoint import load_checkpoint
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig, config_from_dict
 from seq2seq.data import ParallelData, make_batch
-from seq2seq.model import build_model
-from seq2seq.trainer import train
-from seq2seq.translator import Translator
-from seq2seq.update import token_loss
+from seq2seq.model.model import build_model
+from seq2seq.training.loop import train
+from seq2seq.decoding.translator import Translator
+from seq2seq.training.update import token_loss
 
 
 def test_auto_picks_bf16_only_where_it_pays(monkeypatch):
@@ -110,13 +110,13 @@ def test_int8_and_a_low_precision_do_not_combine(trained_run):
 def test_validation_decodes_in_the_decoding_precision(tmp_path, trained_run, synthetic_dir):
     # A float32 run's checkpoint, decoded by validation's settings in bf16, gives what translate
     # gives in bf16: the same function decodes both.
-    from seq2seq.start import read_validation, validation_set
-    from seq2seq.validation import validate
+    from seq2seq.training.validation import read_validation, validation_set
+    from seq2seq.training.validation import validate
     cfg = config_from_dict(tiny_config_dict(synthetic_dir, decoding={"precision": "bf16"}))
     translator = Translator.load(trained_run, device="cpu", precision="bf16")
-    src, tgt = read_validation(cfg)
-    valid = validation_set(cfg, src, tgt, translator.src_tok, translator.tgt_tok)
-    from seq2seq.rundir import open_run
+    src, tgt = read_validation(cfg.data)
+    valid = validation_set(cfg.data, src, tgt, translator.src_tok, translator.tgt_tok)
+    from seq2seq.run.rundir import open_run
     model = open_run(trained_run).model  # as training holds it: no decoding-only copies
     result = validate(model, valid, cfg.decoding, translator.tgt_tok, torch.device("cpu"))
     assert result["hypotheses"] == translator.translate(src, beam_size=1)

@@ -7,10 +7,10 @@ from torch import nn
 
 from conftest import expected_translation, tiny_config_dict
 from seq2seq.config import config_from_dict
-from seq2seq.model import build_model
-from seq2seq.quantize import quantize_int8, quantized_modules
-from seq2seq.search import Sampling
-from seq2seq.translator import Translator
+from seq2seq.model.model import build_model
+from seq2seq.decoding.quantize import quantize_int8, quantized_modules
+from seq2seq.decoding.search import Sampling
+from seq2seq.decoding.translator import Translator
 
 
 def test_int8_translations_match_float(trained_run, synthetic_dir):

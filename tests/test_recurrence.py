@@ -5,11 +5,11 @@ import itertools
 import pytest
 import torch
 
-from seq2seq import decoder as decoder_module
-from seq2seq.decoder import attend_with
+from seq2seq.model import decoder as decoder_module
+from seq2seq.model.decoder import attend_with
 from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
-from seq2seq.model import build_model
-from seq2seq.recurrence import StepLinear, gru_cell, gru_pointwise, lstm_cell, lstm_pointwise
+from seq2seq.model.model import build_model
+from seq2seq.model.recurrence import StepLinear, gru_cell, gru_pointwise, lstm_cell, lstm_pointwise
 
 
 def test_step_linear_matches_plain_linear_in_a_recurrence():
@@ -148,8 +148,8 @@ def test_layer_normalized_decoder_cells_match_finite_differences(cell):
     # against finite differences for every input, weight, gain and shift.
     from functools import partial
 
-    from seq2seq.decoder import CELL_LAYERS, DecoderState
-    from seq2seq.recurrence import normalize
+    from seq2seq.model.decoder import CELL_LAYERS, DecoderState
+    from seq2seq.model.recurrence import normalize
     lstm = cell == "lstm"
     hidden, feed_size, gates = 3, 2, (4 if lstm else 3) * 3
     torch.manual_seed(3)
@@ -187,7 +187,7 @@ def test_layer_normalized_encoder_steps_match_finite_differences(cell):
     # The written-out encoder's step with a normalized recurrent product (recurrence.lstm_step / gru_step).
     from functools import partial
 
-    from seq2seq.recurrence import gru_step, lstm_step, normalize
+    from seq2seq.model.recurrence import gru_step, lstm_step, normalize
     lstm = cell == "lstm"
     gates = (4 if lstm else 3) * 3
     torch.manual_seed(4)

@@ -21,17 +21,17 @@ import torch
 import yaml
 
 from conftest import expected_translation, fill_filesystem, small_filesystem, tiny_config_dict, write_synthetic
-from seq2seq import checkpoint as checkpoint_module
-from seq2seq import trainer as trainer_module
-from seq2seq import update as update_module
-from seq2seq.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from seq2seq.run import checkpoint as checkpoint_module
+from seq2seq.training import checkpoints as checkpoints_module
+from seq2seq.training import update as update_module
+from seq2seq.run.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from seq2seq.cli import main as cli_main
 from seq2seq.config import config_from_dict
 from seq2seq.data import encode_parallel, read_parallel
-from seq2seq.model import Seq2Seq
-from seq2seq.tokenizer import Tokenizer
-from seq2seq.trainer import TrainingError, train
-from seq2seq.translator import Translator
+from seq2seq.model.model import Seq2Seq
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.training.loop import TrainingError, train
+from seq2seq.decoding.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def uninterrupted_run(tmp_path_factory, small_data) -> Path:
 # Slows each step down (without touching the numbers) so the signal surely lands mid-run.
 SLOW_TRAIN = """
 import sys, time
-import seq2seq.update as U
+import seq2seq.training.update as U
 real = U.forward_backward
 def slow(*args, **kwargs):
     time.sleep(0.05)
@@ -261,14 +261,14 @@ def test_training_on_a_filesystem_that_fills_up_is_one_line(tmp_path, small_data
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(small_config(small_data, max_steps=20, save_every_steps=3,
                                                   save_every_minutes=None)))
-    real_save = trainer_module.save_checkpoint
+    real_save = checkpoints_module.save_checkpoint
 
     def fill_after_the_first_last_pt(path, payload):  # the disk fills up while training goes on
         real_save(path, payload)
         if Path(path).name == "last.pt" and not (Path(path).parent / "filler").exists():
             fill_filesystem(Path(path).parent, leave=64 * 1024)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", fill_after_the_first_last_pt)
+    monkeypatch.setattr(checkpoints_module, "save_checkpoint", fill_after_the_first_last_pt)
     with small_filesystem(tmp_path / "fs", "8m") as fs:
         run_dir = fs / "run"
         code, err = run_main(["train", "--config", str(config), "--run-dir", str(run_dir), "--quiet"], capsys)
@@ -376,7 +376,7 @@ def test_nonfinite_losses_in_a_row_stop_naming_step_and_checkpoint(tmp_path, sma
 
 
 def test_nonfinite_weights_are_never_saved_as_best(tmp_path, small_data, monkeypatch):
-    real_validate = trainer_module.validate
+    real_validate = checkpoints_module.validate
     calls = {"n": 0}
 
     def validate(model, *args):
@@ -388,7 +388,7 @@ def test_nonfinite_weights_are_never_saved_as_best(tmp_path, small_data, monkeyp
             result = {**result, "bleu": 100.0}
         return result
 
-    monkeypatch.setattr(trainer_module, "validate", validate)
+    monkeypatch.setattr(checkpoints_module, "validate", validate)
     run_dir = tmp_path / "run"
     train(config_from_dict(small_config(small_data, max_steps=20, valid_every=10)), run_dir, quiet=True)
     assert calls["n"] == 2

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import tiny_config_dict
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.run.checkpoint import load_checkpoint
 from seq2seq.config import config_from_dict
 from seq2seq.errors import CheckpointError
-from seq2seq.rundir import RunDir, open_run
+from seq2seq.run.rundir import RunDir, open_run
 
 
 def test_tokenizer_files_follow_the_config(tmp_path, synthetic_dir):

@@ -12,11 +12,11 @@ import torch
 
 from conftest import chi2_bound, chi_square
 from seq2seq.data import pad
-from seq2seq.search import (Hypothesis, Sampling, beam_search, best_candidates, greedy_search, length_penalty,
+from seq2seq.decoding.search import (Hypothesis, Sampling, beam_search, best_candidates, greedy_search, length_penalty,
                             max_output_lengths, sample_search, uniform)
-from seq2seq.tokenizer import BOS, EOS, PAD
-from seq2seq.search import translate_ids
-from seq2seq.translator import Translator
+from seq2seq.data.tokenizer import BOS, EOS, PAD
+from seq2seq.decoding.search import translate_ids
+from seq2seq.decoding.translator import Translator
 
 VOCAB = 8  # PAD UNK BOS EOS and the pieces 4, 5, 6, 7
 
@@ -397,7 +397,7 @@ def test_real_model_respects_max_length(translator, sources):
 @pytest.mark.parametrize("beam_size, nbest", [(1, 1), (4, 1), (4, 3), ("sample", 1)])
 def test_search_copies_to_the_host_at_most_once_a_step(cell, beam_size, nbest):
     from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
-    from seq2seq.model import build_model
+    from seq2seq.model.model import build_model
     from seq2seq.profiling import count_ops
     torch.manual_seed(0)
     cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=8, hidden_size=8, dropout=0.0),

@@ -2,9 +2,9 @@
 import torch
 
 from seq2seq.config import ModelConfig, EncoderConfig, DecoderConfig
-from seq2seq.model import build_model
-from seq2seq.search import beam_search, greedy_search, max_output_lengths
-from seq2seq.tokenizer import BOS, EOS
+from seq2seq.model.model import build_model
+from seq2seq.decoding.search import beam_search, greedy_search, max_output_lengths
+from seq2seq.data.tokenizer import BOS, EOS
 
 
 def random_model(seed: int = 0):

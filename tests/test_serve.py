@@ -21,9 +21,9 @@ import pytest
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
-from seq2seq.batching import Batcher, Expired, Options, Overloaded, ShuttingDown  # noqa: E402
-from seq2seq.serve import Limits, Service, build_app  # noqa: E402
-from seq2seq.translator import Translation, Translator  # noqa: E402
+from seq2seq.deploy.batching import Batcher, Expired, Options, Overloaded, ShuttingDown  # noqa: E402
+from seq2seq.deploy.serve import Limits, Service, build_app  # noqa: E402
+from seq2seq.decoding.translator import Translation, Translator  # noqa: E402
 
 
 def ready_client(service: Service) -> TestClient:
@@ -460,7 +460,7 @@ def test_deeply_nested_json_is_a_4xx(client):
 
 
 def test_parse_request_turns_any_parser_failure_into_a_4xx(monkeypatch):
-    import seq2seq.serve as serve_module
+    import seq2seq.deploy.serve as serve_module
 
     def broken(body):
         raise MemoryError("a parser that gives up")

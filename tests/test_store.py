@@ -20,9 +20,9 @@ from seq2seq.data.format import Store
 from seq2seq.data.prepare import fingerprint, open_or_prepare
 from seq2seq.data.sampling import epoch_pool
 from seq2seq.errors import TrainingError
-from seq2seq.rundir import RunDir
-from seq2seq.search import Sampling, translate_ids
-from seq2seq.start import prepare
+from seq2seq.run.rundir import RunDir
+from seq2seq.decoding.search import Sampling, translate_ids
+from seq2seq.training.begin import prepare
 
 
 def lines(path: Path) -> list[str]:
@@ -224,7 +224,7 @@ def test_any_failure_while_writing_the_store_is_one_line(tmp_path, synthetic_dir
 
 
 def test_a_model_too_large_for_memory_is_one_line(tmp_path, synthetic_dir, capsys, monkeypatch):
-    import seq2seq.start as start_module
+    import seq2seq.training.begin as start_module
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps(tiny_config_dict(synthetic_dir)))
 
@@ -308,8 +308,8 @@ def test_a_tokenizer_without_the_tag_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_translation_never_adds_the_tag_nor_writes_it(tmp_path):
-    from seq2seq.trainer import train
-    from seq2seq.translator import Translator, WithoutPieces
+    from seq2seq.training.loop import train
+    from seq2seq.decoding.translator import Translator, WithoutPieces
     cfg = config_from_dict(two_corpora(tmp_path, training={"max_steps": 5}))
     train(cfg, tmp_path / "run", quiet=True)
     translator = Translator.load(tmp_path / "run", device="cpu")
@@ -385,8 +385,8 @@ def test_workers_draw_random_segmentations_of_the_same_pairs(tmp_path, monkeypat
 
 
 def test_training_reads_the_epoch_s_segmentation_and_validation_the_deterministic_one(tmp_path, monkeypatch):
-    import seq2seq.trainer as trainer_module
-    from seq2seq.start import begin
+    import seq2seq.training.loop as trainer_module
+    from seq2seq.training.begin import begin
     raw = sampled_config(tmp_path, dropout=0.3, copies=2)
     raw["training"].update(max_epochs=3, batch_size=200)
     read = []

@@ -4,7 +4,7 @@ import io
 import pytest
 import sentencepiece as spm
 
-from seq2seq.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, read_kept, seen_pieces, train_tokenizer, write_kept
+from seq2seq.data.tokenizer import BOS, EOS, PAD, UNK, Tokenizer, read_kept, seen_pieces, train_tokenizer, write_kept
 
 SENTENCES = [
     "A man in a blue shirt is standing on a ladder.",
@@ -129,7 +129,7 @@ def test_random_segmentations_round_trip_and_repeat_with_their_seed(tmp_path, mo
 
 def test_pieces_added_to_a_model_are_whole_and_leave_the_others_as_they_were(tok, tmp_path):
     import shutil
-    from seq2seq.tokenizer import add_pieces
+    from seq2seq.data.tokenizer import add_pieces
     path = tmp_path / "grown.model"
     shutil.copy(tok.path, path)
     add_pieces(path, ["\u2581<bt>", "<ft>"])
@@ -145,7 +145,7 @@ def test_pieces_added_to_a_model_are_whole_and_leave_the_others_as_they_were(tok
 
 def test_the_tokenizer_record_holds_the_tags_but_not_the_sampling(tmp_path):
     from seq2seq.config import config_from_dict
-    from seq2seq.tokenizer_record import _record_changes, tokenizer_record
+    from seq2seq.training.tokenizer_record import _record_changes, tokenizer_record
     plain = tokenizer_record(config_from_dict({}))
     assert plain["settings"]["data.train[].tag"] is None and not any("sampling" in k for k in plain["settings"])
     # A record written before tags existed (no such key) matches a run without tags: nothing is retrained.

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import tiny_config_dict, write_synthetic
-from seq2seq.checkpoint import load_checkpoint
+from seq2seq.run.checkpoint import load_checkpoint
 from seq2seq.config import config_from_dict
-from seq2seq.trainer import StopFlag, TrainingError, train
+from seq2seq.training.loop import StopFlag, TrainingError, train
 
 STEPS = 25  # 15 batches per epoch: the runs cross an epoch boundary
 
@@ -79,7 +79,7 @@ def test_resume_with_a_moving_average_equals_an_uninterrupted_run(tmp_path, data
 
 
 def test_decay_start_halves_the_rate_on_schedule_down_to_min_lr(tmp_path, data_dir, monkeypatch):
-    import seq2seq.trainer as trainer
+    import seq2seq.training.loop as trainer
     rates, real_update = [], trainer.update
 
     def recording_update(model, optimizer, *args, **kwargs):
@@ -189,8 +189,8 @@ def test_stop_flag_turns_a_signal_into_a_flag():
 
 def test_drop_unseen_gives_each_side_its_own_pieces_and_still_learns(tmp_path, synthetic_dir):
     from conftest import expected_translation
-    from seq2seq.tokenizer import Tokenizer
-    from seq2seq.translator import Translator
+    from seq2seq.data.tokenizer import Tokenizer
+    from seq2seq.decoding.translator import Translator
     run_dir = tmp_path / "run"
     train(config_from_dict(tiny_config_dict(synthetic_dir, tokenizer={"drop_unseen": True})), run_dir, quiet=True)
     src_list = [int(x) for x in (run_dir / "vocab.source.txt").read_text().split()]
@@ -214,16 +214,16 @@ def test_drop_unseen_gives_each_side_its_own_pieces_and_still_learns(tmp_path, s
 
     # A run moved without its piece lists is named, not a shape mismatch.
     (run_dir / "vocab.target.txt").unlink()
-    from seq2seq.checkpoint import CheckpointError
+    from seq2seq.run.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="missing its tokenizer vocab.target.txt"):
         Translator.load(run_dir, device="cpu")
 
 
 def test_drop_unseen_with_shared_embeddings_keeps_one_list_for_both_sides(tmp_path, synthetic_dir):
     from seq2seq.data import read_parallel
-    from seq2seq.tokenizer import Tokenizer
-    from seq2seq.rundir import RunDir
-    from seq2seq.start import prepare_tokenizers
+    from seq2seq.data.tokenizer import Tokenizer
+    from seq2seq.run.rundir import RunDir
+    from seq2seq.training.tokenizers import prepare_tokenizers
     raw = tiny_config_dict(synthetic_dir, tokenizer={"drop_unseen": True},
                            model={"share_embeddings": True, "encoder": {"emb_size": 32}, "decoder": {"emb_size": 32}})
     src, tgt = read_parallel(synthetic_dir / "train.src", synthetic_dir / "train.tgt")
@@ -239,11 +239,11 @@ def test_the_training_log_reads_the_device_once_per_settling():
     from types import SimpleNamespace
 
     from seq2seq.profiling import count_ops
-    from seq2seq.start import Progress
-    from seq2seq.trainer import TrainLog
-    from seq2seq.update import UpdateResult
-    session = SimpleNamespace(cfg=SimpleNamespace(training=SimpleNamespace(tensorboard=False)), progress=Progress())
-    logger = TrainLog(session)
+    from seq2seq.training.state import Progress
+    from seq2seq.training.log import TrainLog
+    from seq2seq.training.update import UpdateResult
+    session = SimpleNamespace(progress=Progress())
+    logger = TrainLog(SimpleNamespace(tensorboard=False), session.progress, None)
     logger.start_epoch()
     no, yes = torch.tensor(False), torch.tensor(True)
     results = [UpdateResult(torch.tensor(6.0), 10, 0, no, no), UpdateResult(torch.tensor(float("nan")), 7, 0, yes, no),
@@ -265,7 +265,7 @@ def test_prefetched_batches_change_nothing(tmp_path, data_dir, full_run, monkeyp
     # The same run with the batches built in the loop's own thread: losses and weights are the same.
     import contextlib
 
-    from seq2seq import trainer as trainer_module
+    from seq2seq.training import loop as trainer_module
     monkeypatch.setattr(trainer_module, "prefetch", lambda items, pin: contextlib.nullcontext(items))
     train(config(data_dir), tmp_path / "inline", quiet=True)
     assert_same_weights(weights(tmp_path / "inline"), weights(full_run))
@@ -278,9 +278,9 @@ def test_prefetched_batches_change_nothing(tmp_path, data_dir, full_run, monkeyp
 def test_the_best_checkpoints_are_averaged_validated_and_kept_if_at_least_as_good(tmp_path, data_dir, monkeypatch,
                                                                                   shift, wins):
     # The average's validation loss is shifted so that each outcome is certain.
-    from seq2seq import trainer as trainer_module
+    from seq2seq.training import checkpoints as checkpoints_module
     averaged_files = []
-    real_average, real_validate = trainer_module.average_checkpoints, trainer_module.validate
+    real_average, real_validate = checkpoints_module.average_checkpoints, checkpoints_module.validate
 
     def average(paths):
         averaged_files.append([p.name for p in paths])
@@ -291,8 +291,8 @@ def test_the_best_checkpoints_are_averaged_validated_and_kept_if_at_least_as_goo
         result["valid_loss"] += shift if averaged_files else 0.0
         return result
 
-    monkeypatch.setattr(trainer_module, "average_checkpoints", average)
-    monkeypatch.setattr(trainer_module, "validate", validate)
+    monkeypatch.setattr(checkpoints_module, "average_checkpoints", average)
+    monkeypatch.setattr(checkpoints_module, "validate", validate)
     run_dir = tmp_path / "run"
     train(config(data_dir, max_steps=15, average_checkpoints=2), run_dir, quiet=True)
     kept = sorted(run_dir.glob("best.step*.pt"), key=lambda p: int(p.name[9:-3]))

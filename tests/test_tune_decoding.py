@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 from seq2seq.metrics import score_all
-from seq2seq.start import read_validation
-from seq2seq.translator import Translator
+from seq2seq.training.validation import read_validation
+from seq2seq.decoding.translator import Translator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import tune_decoding  # noqa: E402
@@ -20,7 +20,7 @@ def test_it_decodes_the_validation_set_with_each_alpha_and_names_the_best(traine
     monkeypatch.setattr(builtins, "open", real_open)
     out = capsys.readouterr().out
     translator = Translator.load(trained_run, device="cpu")
-    sources, refs = read_validation(translator.config)
+    sources, refs = read_validation(translator.config.data)
     bleu = {alpha: score_all(translator.translate(sources, beam_size=3, length_penalty=alpha), refs)["bleu"]
             for alpha in (0.0, 2.5)}
     for alpha, score in bleu.items():

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq import update as update_module
+from seq2seq.training import update as update_module
 from seq2seq.profiling import count_ops
-from seq2seq.tokenizer import PAD
-from seq2seq.update import token_loss, update
+from seq2seq.data.tokenizer import PAD
+from seq2seq.training.update import token_loss, update
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
@@ -51,7 +51,7 @@ def test_token_loss_in_float32_stays_close_and_keeps_dtype():
 
 def small_model(cell: str, input_feeding: bool = True):
     from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
-    from seq2seq.model import build_model
+    from seq2seq.model.model import build_model
     torch.manual_seed(0)
     cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=16, hidden_size=16, dropout=0.1),
                       decoder=DecoderConfig(cell=cell, emb_size=16, hidden_size=32, num_layers=2, dropout=0.1,
@@ -70,7 +70,7 @@ def small_batches(count: int, seed: int = 0):
 
 
 def adam(model):
-    # As start.build_optimizer makes it: fused, so the skip is decided on the device.
+    # As state.build_optimizer makes it: fused, so the skip is decided on the device.
     return torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
 
@@ -116,13 +116,13 @@ def test_a_skipped_update_changes_neither_weights_nor_optimizer_state(monkeypatc
 def test_weight_decay_shrinks_the_weights_as_each_optimizer_defines_it(optimizer, weight_decay):
     # No loss gradient at all: whatever moves the weights is training.weight_decay.
     from seq2seq.config import config_from_dict
-    from seq2seq.start import build_optimizer
+    from seq2seq.training.state import build_optimizer
     cfg = config_from_dict({"training": {"optimizer": optimizer, "lr": 0.1, "weight_decay": weight_decay}})
     model = torch.nn.Linear(3, 1, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -2.0, 0.5]]))
     start = model.weight.detach().clone()
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model, cfg.training)
     model.weight.grad = torch.zeros_like(model.weight)
     opt.step()
     if optimizer == "adamw":  # decoupled: the weights shrink by lr * weight_decay of themselves

@@ -19,9 +19,9 @@ import torch
 import yaml
 
 from conftest import expected_translation, tiny_config_dict, write_synthetic
-from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.run.checkpoint import load_checkpoint, save_checkpoint
 from seq2seq.config import Config, config_from_dict
-from seq2seq.tokenizer import Tokenizer
+from seq2seq.data.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -248,9 +248,9 @@ def test_plot_of_a_directory_without_metrics(tmp_path):
 
 
 def test_info_reports_parameters_vocabulary_and_best_validation(trained_run):
-    from seq2seq.translator import Translator
-    from seq2seq.model import count_parameters
-    from seq2seq.rundir import open_run
+    from seq2seq.decoding.translator import Translator
+    from seq2seq.model.model import count_parameters
+    from seq2seq.run.rundir import open_run
     info = json.loads(run_cli("info", trained_run, "--json").stdout)
     translator = Translator.load(trained_run, device="cpu")
     assert info["parameters"]["total"] == count_parameters(open_run(trained_run).model)
@@ -323,8 +323,8 @@ def test_config_defaults_load_back_as_the_default_config(tmp_path):
 
 
 def test_tensorboard_without_the_package_is_a_clear_error(monkeypatch, tmp_path):
-    from seq2seq.tensorboard_log import open_writer
-    from seq2seq.trainer import TrainingError
+    from seq2seq.training.tensorboard_log import open_writer
+    from seq2seq.training.loop import TrainingError
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
     with pytest.raises(TrainingError, match="training.tensorboard: needs the tensorboard package"):
         open_writer(tmp_path)
@@ -332,8 +332,8 @@ def test_tensorboard_without_the_package_is_a_clear_error(monkeypatch, tmp_path)
 
 def test_tensorboard_logs_scalars(tmp_path):
     pytest.importorskip("tensorboard")
-    from seq2seq.rundir import RunDir
-    from seq2seq.tensorboard_log import log_scalars, open_writer
+    from seq2seq.run.rundir import RunDir
+    from seq2seq.training.tensorboard_log import log_scalars, open_writer
     writer = open_writer(RunDir(tmp_path).tensorboard)
     log_scalars(writer, {"step": 5, "bleu": 12.5, "best": True, "valid_loss": 2.0}, 5, "valid")
     writer.close()

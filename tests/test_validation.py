@@ -6,7 +6,7 @@ import shutil
 from conftest import tiny_config_dict
 from seq2seq.cli import main
 from seq2seq.config import config_from_dict
-from seq2seq.trainer import train
+from seq2seq.training.loop import train
 
 
 def test_validation_bleu_equals_translate_then_evaluate(tmp_path, synthetic_dir, capsys):

@@ -2,6 +2,8 @@
 translations equal `seq2seq translate --model DIR`, and it requests nothing outside its origin."""
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -13,7 +15,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("selenium")
 
-from seq2seq.export import copy_page, export_run  # noqa: E402
+from seq2seq.deploy.export import copy_page, export_run  # noqa: E402
 
 needs_chromium = pytest.mark.skipif(
     shutil.which("chromium") is None or shutil.which("chromedriver") is None,
@@ -79,7 +81,8 @@ def test_the_page_translates_as_translate_does_and_stays_on_its_origin(trained_r
 
 
 def test_without_the_libraries_the_export_leaves_the_page_out(tmp_path, monkeypatch):
-    import seq2seq.export as export
+    import seq2seq.deploy.export as export
+    monkeypatch.delenv("SEQ2SEQ_WEB_MODULES", raising=False)
     real = Path(export.__file__).parent / "web" / "assets.json"
     fake = tmp_path / "web"
     shutil.copytree(real.parent, fake)
@@ -88,3 +91,56 @@ def test_without_the_libraries_the_export_leaves_the_page_out(tmp_path, monkeypa
     (tmp_path / "out").mkdir()
     assert copy_page(tmp_path / "out") is False
     assert not any((tmp_path / "out").iterdir())
+
+
+def installed_like_pip(tmp_path, monkeypatch) -> dict:
+    """export.py as a pip install has it: the package data beside it, no repository (and so no
+    web/node_modules) above it; returns web/assets.json."""
+    import seq2seq.deploy.export as export
+    real = Path(export.__file__).parent / "web"
+    package = tmp_path / "site-packages" / "seq2seq" / "deploy"
+    shutil.copytree(real, package / "web")
+    monkeypatch.setattr(export, "__file__", str(package / "export.py"))
+    (tmp_path / "out").mkdir()
+    return json.loads((real / "assets.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("variable", [None, "empty"])
+def test_without_the_libraries_the_warning_says_what_to_install_and_where(tmp_path, monkeypatch, variable):
+    import seq2seq.deploy.export as export
+    assets = installed_like_pip(tmp_path, monkeypatch)
+    if variable is None:
+        monkeypatch.delenv("SEQ2SEQ_WEB_MODULES", raising=False)
+        looked_in = tmp_path / "site-packages" / assets["libraries"]["node_modules"]
+    else:
+        looked_in = tmp_path / "empty" / "node_modules"
+        monkeypatch.setenv("SEQ2SEQ_WEB_MODULES", str(looked_in))
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    export.log.addHandler(handler)  # caplog misses it once a training run has stopped "seq2seq" propagating
+    try:
+        assert copy_page(tmp_path / "out") is False
+    finally:
+        export.log.removeHandler(handler)
+    [message] = [r.getMessage() for r in records]
+    pinned = " ".join(f"{name}@{version}" for name, version in assets["libraries"]["versions"].items())
+    assert "@sctg/sentencepiece-js@" in pinned and "onnxruntime-web@" in pinned
+    assert "\n" not in message
+    assert f"npm install {pinned} --prefix DIR" in message, message
+    assert "SEQ2SEQ_WEB_MODULES=DIR/node_modules seq2seq export" in message, message
+    assert f"{looked_in}" in message and "onnxruntime-web/dist/ort.wasm.min.mjs is missing" in message, message
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_the_libraries_are_taken_from_SEQ2SEQ_WEB_MODULES(tmp_path, monkeypatch):
+    assets = installed_like_pip(tmp_path, monkeypatch)
+    modules = tmp_path / "elsewhere" / "node_modules"
+    for name, source in assets["libraries"]["files"].items():
+        (modules / source).parent.mkdir(parents=True, exist_ok=True)
+        (modules / source).write_text(f"stands in for {name}", encoding="utf-8")
+    monkeypatch.setenv("SEQ2SEQ_WEB_MODULES", str(modules))
+    assert copy_page(tmp_path / "out") is True
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(assets["page"] + list(assets["libraries"]["files"]))
+    for name in assets["libraries"]["files"]:
+        assert (tmp_path / "out" / name).read_text(encoding="utf-8") == f"stands in for {name}"

@@ -1,4 +1,4 @@
-"""The in-browser translator's JavaScript (seq2seq/web/) against the Python it ports: search.js
+"""The in-browser translator's JavaScript (seq2seq/deploy/web/) against the Python it ports: search.js
 gives search.py's hypotheses and scores on the same scripted model, and text.js with
 @sctg/sentencepiece-js reads and writes text exactly as encode_sources and detokenize do.
 Needs node and `npm ci --prefix web`; skipped without them."""
@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from seq2seq.data import detokenize, encode_sources
-from seq2seq.search import beam_search, greedy_search, max_output_lengths, translate_ids
-from seq2seq.tokenizer import Tokenizer, seen_pieces, train_tokenizer
+from seq2seq.decoding.search import beam_search, greedy_search, max_output_lengths, translate_ids
+from seq2seq.data.tokenizer import Tokenizer, seen_pieces, train_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from seq2seq.config import config_from_dict
-from seq2seq.model import build_model
-from seq2seq.tokenizer import PAD
-from seq2seq.word_dropout import WordDropout
+from seq2seq.model.model import build_model
+from seq2seq.data.tokenizer import PAD
+from seq2seq.model.word_dropout import WordDropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3])

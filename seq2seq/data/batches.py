@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Protocol, Sequence, TypeVar
 import numpy as np
 import torch
 
-from ..tokenizer import BOS, EOS, PAD
+from seq2seq.data.tokenizer import BOS, EOS, PAD
 
 T = TypeVar("T")
 

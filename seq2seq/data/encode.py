@@ -10,10 +10,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import DataConfig, SubwordSampling, TrainCorpus
-from ..errors import DataError
-from ..tokenizer import Tokenizer
-from .text import leading_tags, tag_training_sources
+from seq2seq.config import DataConfig, SubwordSampling, TrainCorpus
+from seq2seq.errors import DataError
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.data.text import leading_tags, tag_training_sources
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Iterable, Sequence, TypeVar
 
 import torch
 
-from ..config import DataConfig
-from ..errors import DataError
-from .format import Store
-from .text import describe_train, stream_corpus, tag_training_sources
+from seq2seq.config import DataConfig
+from seq2seq.errors import DataError
+from seq2seq.data.format import Store
+from seq2seq.data.text import describe_train, stream_corpus, tag_training_sources
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..config import CORPUS_TAG, DataConfig, TrainCorpus
-from ..errors import DataError
-from ..tokenizer import Tokenizer
+from seq2seq.config import CORPUS_TAG, DataConfig, TrainCorpus
+from seq2seq.errors import DataError
+from seq2seq.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

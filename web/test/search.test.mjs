@@ -2,7 +2,7 @@
 // seq2seq/search.py is tests/test_web_search.py's job; these check the rules on their own.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { EOS, beamSearch, bestCandidates, greedySearch, lengthPenalty, maxOutputLengths } from "../../seq2seq/web/search.js";
+import { EOS, beamSearch, bestCandidates, greedySearch, lengthPenalty, maxOutputLengths } from "../../seq2seq/deploy/web/search.js";
 
 const VOCAB = 8; // PAD UNK BOS EOS and the pieces 4..7
 

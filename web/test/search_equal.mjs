@@ -2,7 +2,7 @@
 // tests/test_web_search.py and prints the hypotheses as JSON, for the test to compare with
 // seq2seq/search.py's. Usage: node web/test/search_equal.mjs CASE.json
 import { readFileSync } from "node:fs";
-import { beamSearch, greedySearch, maxOutputLengths, translateIds } from "../../seq2seq/web/search.js";
+import { beamSearch, greedySearch, maxOutputLengths, translateIds } from "../../seq2seq/deploy/web/search.js";
 import { ScriptedModel } from "./scripted_model.mjs";
 
 const plain = (hyps) => hyps.map((h) => ({

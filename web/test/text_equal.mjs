@@ -3,7 +3,7 @@
 // Usage: node web/test/text_equal.mjs CASE.json
 import { readFileSync } from "node:fs";
 import { SentencePieceProcessor } from "@sctg/sentencepiece-js";
-import { Tokenizer, detokenize, encodeSources, modelPieces } from "../../seq2seq/web/text.js";
+import { Tokenizer, detokenize, encodeSources, modelPieces } from "../../seq2seq/deploy/web/text.js";
 
 const spec = JSON.parse(readFileSync(process.argv[2], "utf-8"));
 const bytes = new Uint8Array(readFileSync(spec.model));

@@ -4,7 +4,7 @@ set -x
 cd /work/main
 export OMP_NUM_THREADS=1
 P=/work/exp/ende_s1
-E="python scripts/finetune_experiment.py $P --steps 800 --set training.num_threads=1"
+E="python experiments/finetune_experiment.py $P --steps 800 --set training.num_threads=1"
 $E --sizes 2000 --modes keep_source spelled_warmup scratch --seeds 1 2 3 --warmup-steps 100 --out /work/exp/ft2000
 $E --sizes 2000 --modes spelled --seeds 1 --out /work/exp/ft2000
 $E --sizes 2000 --modes spelled_warmup --seeds 1 --warmup-steps 300 --out /work/exp/ft2000_w300

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "experiments"))
 import finetune_experiment as fe  # noqa: E402
 
 parser = argparse.ArgumentParser()

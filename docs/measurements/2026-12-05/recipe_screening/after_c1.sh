@@ -16,7 +16,7 @@ echo "$(date +%T) winner at 6,000: $WIN; resuming to 9534" >> /work/exp29/queue6
 /work/exp29/resume.sh ${WIN}_s1 9534 & /work/exp29/resume.sh ${WIN}_s2 9534 & wait
 echo "$(date +%T) end full-length $WIN" >> /work/exp29/queue6000.log
 echo "$(date +%T) start topk" >> /work/exp30/topk_after.log
-cd /work/main && python scripts/bt_experiment.py /work/exp30/parent_ende2000 /work/exp30/parent_deen --steps 800 \
+cd /work/main && python experiments/bt_experiment.py /work/exp30/parent_ende2000 /work/exp30/parent_deen --steps 800 \
   --mono-from 5001 --jobs 2 --set training.num_threads=1 --out /work/exp30/bt --seeds 1 2 3 --sizes 5000 \
   --subword off --settings alone bt_topk_tag --top-k 10 >> /work/exp30/topk_after.log 2>&1
 echo "$(date +%T) end topk exit $?" >> /work/exp30/topk_after.log
