@@ -85,7 +85,7 @@ def measure_decoding(model, batch: Batch, *, beam_size: int) -> dict:
         steps["n"] += 1
         return step(*args)
     decoding.step = counted
-    max_lengths = max_output_lengths(batch.src_lengths, 1.5, 5)
+    max_lengths = max_output_lengths(batch.src_lengths.to(batch.src.device), 1.5, 5)  # on the device, as translate_ids
     with count_ops() as counts, torch.no_grad():
         if beam_size == 1:
             greedy_search(decoding, batch.src, batch.src_lengths, max_lengths=max_lengths)

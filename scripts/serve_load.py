@@ -16,7 +16,8 @@
    after --give-up seconds; one good request during the flood and one after it (each retried as
    its 503's Retry-After says): their status, latency and retries; the flood's statuses; the
    service's memory before and after; then a second flood that does not give up, SIGTERM in the
-   middle of it, and the seconds until the service has exited.
+   middle of it (the service runs with --shutdown-grace: it answers what it accepted for that long,
+   then refuses the rest), that flood's statuses, and the seconds until the service has exited.
 
     python scripts/serve_load.py --model runs/multi30k_en_de --input data/multi30k/test_2016_flickr.en --out serve_load
     python scripts/serve_load.py --model runs/multi30k_en_de --input data/multi30k/test_2016_flickr.en \
@@ -235,7 +236,7 @@ def overload(args, proc: subprocess.Popen, port: int, lines: list[str], offline:
               for _ in range(args.flood_clients)]
     good = min(range(len(lines)), key=lambda i: len(lines[i]))  # a short sentence: the client's own request
     result: dict = {"flood_clients": args.flood_clients, "flood_sentences": args.flood_sentences,
-                    "flood_beam": args.flood_beam, "give_up_s": args.give_up,
+                    "flood_beam": args.flood_beam, "give_up_s": args.give_up, "shutdown_grace_s": args.shutdown_grace,
                     "rss": {"before_mb": round(rss_mb(proc.pid), 1)}}
     with ThreadPoolExecutor(args.flood_clients + 1) as pool:
         start = time.perf_counter()
@@ -288,6 +289,8 @@ def main() -> int:
     parser.add_argument("--flood-beam", type=int, default=16, help="the flood's beam (default: 16, serve's --max-beam)")
     parser.add_argument("--max-chars", type=int, default=2000, help="serve's --max-chars: flood sentences are cut to it")
     parser.add_argument("--give-up", type=float, default=3.0, help="seconds after which a flood client gives up")
+    parser.add_argument("--shutdown-grace", type=float, default=10.0,
+                        help="serve's --shutdown-grace: the SIGTERM part waits about this long (default: 10)")
     args = parser.parse_args()
     args.models = args.models + args.model
     if not args.models:
@@ -306,7 +309,8 @@ def main() -> int:
                "rounds": []}
 
     port = free_port()
-    proc = start_service(args.models, port, args.beam_size, args.serve_arg)
+    proc = start_service(args.models, port, args.beam_size, ["--shutdown-grace", str(args.shutdown_grace),
+                                                             *args.serve_arg])
     try:
         load_round(port, lines[:64], 8)  # warm-up
         for clients in [] if args.overload else args.clients:
@@ -361,8 +365,8 @@ def write(out: Path, results: dict) -> None:
             lines.append(f"| {name} | {', '.join(map(str, g['statuses']))} | {g['first_answer_s']} | "
                          f"{g['until_200_s']} | {g['equals_offline']} |")
         lines += ["", f"Service RSS {o['rss']['before_mb']} MB before the flood, {o['rss']['after_mb']} MB after. "
-                      f"SIGTERM during a second flood (clients waiting): exited after {o['sigterm_exit_s']} s; "
-                      f"that flood's statuses {o['sigterm_flood_statuses']}."]
+                      f"SIGTERM during a second flood (clients waiting; --shutdown-grace {o['shutdown_grace_s']:g} s): "
+                      f"exited after {o['sigterm_exit_s']} s; that flood's statuses {o['sigterm_flood_statuses']}."]
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

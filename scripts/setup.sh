@@ -6,9 +6,22 @@
 #   scripts/setup.sh --any-torch  # other machines: pip picks the torch that fits (pyproject: torch>=2.2)
 #
 # Without npm the in-browser page's tests skip; without root and apt-get, install chromium and
-# chromium-driver (or chromedriver) yourself, or the browser tests skip.
+# chromium-driver (or chromedriver) yourself, or the browser tests skip. Under CI (CI=true, as CI
+# services and .ci/run set it) those tests fail instead, so set-up fails first, in one line
+# saying what it could not install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+under_ci=false
+case "$(printf %s "${CI:-}" | tr '[:upper:]' '[:lower:]')" in true | 1 | yes) under_ci=true ;; esac
+ci_missing=()
+missing() {  # $1: what is missing and how to get it; $2: what happens to the tests without it
+    if $under_ci; then
+        ci_missing+=("$1")
+    else
+        echo "setup: $1; $2"
+    fi
+}
 
 constraints=(-c constraints.txt)
 if [ "${1:-}" = "--any-torch" ]; then
@@ -20,10 +33,11 @@ fi
 
 python3 -m pip install -q ${constraints[@]+"${constraints[@]}"} -e ".[dev]"
 
-if command -v npm >/dev/null; then
-    npm ci --prefix web --no-audit --no-fund --loglevel=error   # pinned in web/package-lock.json
-else
-    echo "setup: npm not found; the in-browser page's tests will skip (install Node.js, then npm ci --prefix web)"
+if ! command -v npm >/dev/null; then
+    missing "npm not found (install Node.js, then npm ci --prefix web)" "the in-browser page's tests will skip"
+elif ! npm ci --prefix web --no-audit --no-fund --loglevel=error; then   # pinned in web/package-lock.json
+    missing "npm ci --prefix web failed (see above), so the page's libraries are not installed" \
+        "the in-browser page's tests will skip"
 fi
 
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
@@ -31,9 +45,15 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
             || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
-            || echo "setup: chromium could not be installed; the browser tests will skip"
+            || missing "chromium could not be installed (apt-get install chromium chromium-driver failed)" \
+                "the browser tests will skip"
     else
-        echo "setup: chromium and chromedriver are missing; the browser tests will skip (Debian: apt-get install chromium chromium-driver)"
+        missing "chromium and chromedriver are missing (Debian, as root: apt-get install chromium chromium-driver)" \
+            "the browser tests will skip"
     fi
 fi
-echo "setup: done; run the tests with: python3 -m pytest -q"
+if [ ${#ci_missing[@]} -gt 0 ]; then
+    (IFS=";"; echo "setup: CI: cannot install what the tests need:${ci_missing[*]/#/ }" >&2)
+    exit 1
+fi
+echo "setup: done; run the tests with: python3 -m pytest -q -rs"

@@ -5,14 +5,13 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
-from pathlib import Path
 
-from seq2seq.data import read_lines
-from seq2seq.errors import (ConfigError, DataError, DecodingError, Interrupted, TrainingError, UserError, is_out_of_memory,
+from seq2seq.errors import (ConfigError, DecodingError, Interrupted, TrainingError, UserError, is_out_of_memory,
                      out_of_memory_message)
+from seq2seq.decoding.evaluate_command import cmd_evaluate
 from seq2seq.run.rundir import BEST
+from seq2seq.training.distill_command import add_distill
 
 log = logging.getLogger("seq2seq")
 
@@ -113,7 +112,7 @@ def cmd_serve(args) -> int:
     for name in ("max_batch", "max_sentences", "max_chars", "max_body_kb", "max_beam", "max_nbest", "max_queue"):
         if getattr(args, name) < 1:
             raise DecodingError(f"--{name.replace('_', '-')}: must be at least 1")
-    for name in ("max_wait_ms", "max_queue_wait", "timeout"):
+    for name in ("max_wait_ms", "max_queue_wait", "timeout", "shutdown_grace"):
         if not 0 <= getattr(args, name) < float("inf"):
             raise DecodingError(f"--{name.replace('_', '-')}: must be a number of at least 0")
     limits = Limits(max_body_bytes=args.max_body_kb * 1024, max_sentences=args.max_sentences,
@@ -123,39 +122,7 @@ def cmd_serve(args) -> int:
     serve(args.model, host=args.host, port=args.port, load_options=load_options, limits=limits,
           beam_size=args.beam_size, max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
           max_queue=args.max_queue, max_queue_wait=args.max_queue_wait or None, timeout=args.timeout or None,
-          access_log=args.access_log)
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    from seq2seq.metrics import LITERATURE_LABEL, MOSES_EXTRA, literature_bleu, score_all
-    hyps, _ = read_lines(args.hyp)
-    refs, _ = read_lines(args.ref)
-    if len(hyps) != len(refs):
-        raise DataError(f"{args.hyp} has {len(hyps)} lines but {args.ref} has {len(refs)}")
-    scores = score_all(hyps, refs)
-    # The reference's language from its name (data files are PREFIX.LANG) unless --lang says it.
-    suffix = Path(args.ref).suffix[1:]
-    lang = args.lang or (suffix if re.fullmatch(r"[a-z]{2}", suffix) else None)
-    literature, note = None, None
-    if lang is None:
-        note = "not computed: give the target language with --lang (the reference file has no .LANG ending)"
-    else:
-        try:
-            literature = literature_bleu(hyps, refs, lang)
-        except ImportError:
-            note = f"not computed: it needs sacremoses ({MOSES_EXTRA})"
-    if args.json:
-        print(json.dumps({**{k: v for k, v in scores.items() if not k.endswith("_text")},
-                          "bleu_literature": literature, "bleu_literature_label": LITERATURE_LABEL,
-                          "bleu_literature_lang": lang, **({"bleu_literature_note": note} if note else {})}, indent=2))
-    else:
-        print(f"BLEU            {scores['bleu']:.2f}  {scores['bleu_signature']}")
-        print(f"BLEU lowercased {scores['bleu_lowercase']:.2f}  {scores['bleu_lowercase_signature']}")
-        print(f"chrF            {scores['chrf']:.2f}  {scores['chrf_signature']}")
-        print(scores["bleu_text"])
-        figure = note or f"{literature:.2f} (Moses tokenizer: {lang})"
-        print(f"{LITERATURE_LABEL}: {figure}")
+          access_log=args.access_log, shutdown_grace=args.shutdown_grace)
     return 0
 
 
@@ -223,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seq2seq", description="Recurrent neural machine translation.")
     parser.add_argument("--version", action="version", version=f"seq2seq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_prepare, _add_translate, _add_serve, _add_evaluate,
+    for add in (_add_train, _add_prepare, _add_translate, add_distill, _add_serve, _add_evaluate,
                 _add_plot, _add_info, _add_average, _add_export, _add_config):
         add(sub)
     return parser
@@ -300,10 +267,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "at once (default: 256)")
     p.add_argument("--max-queue-wait", type=float, default=10.0, metavar="SECONDS",
                    help="refuse (503, Retry-After) a request that would wait longer than this for the work queued "
-                        "before it, by the measured decoding speed; 0: no bound (default: 10)")
+                        "and in progress before it, by the decoding speed; 0: no bound (default: 10)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="a request not answered within this gets 504 and its work is dropped; 0: no limit "
                         "(default: 30)")
+    p.add_argument("--shutdown-grace", type=float, default=30.0, metavar="SECONDS", help="on SIGTERM, answer the "
+                   "accepted requests for at most this long, then refuse the rest with 503 and exit (default: 30)")
     p.add_argument("--access-log", action="store_true", help="log every request on the console")
     p.set_defaults(func=cmd_serve)
 

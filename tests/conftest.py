@@ -17,6 +17,76 @@ from seq2seq.config import config_from_dict, deep_merge
 # Tests run on 2-core machines next to other work: one thread keeps timings predictable.
 torch.set_num_threads(1)
 
+try:
+    from hypothesis import settings as hypothesis_settings
+except ImportError:  # only the property-based tests need it (dev extra); they import it themselves
+    pass
+else:
+    # Property-based tests draw their examples from a seed derived from the test itself, so a
+    # failure found once is found again on every run and machine (and CI never fails by chance).
+    hypothesis_settings.register_profile("derandomized", derandomize=True)
+    hypothesis_settings.load_profile("derandomized")
+
+
+# ---- tests that need a tool the set-up installs ----
+
+def under_ci() -> bool:
+    """Whether the tests run under CI: CI services set CI (ours, .ci/run, sets CI=true)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def requires(condition: bool, what: str) -> pytest.MarkDecorator:
+    """A marker for a test that needs something scripts/setup.sh installs or CI provides (node,
+    the page's npm libraries, Chromium, selenium, root). Where `condition` is false the test
+    skips, saying `what`; under CI it fails with the one line "CI: what" instead, because there a
+    check that cannot run is a set-up that went wrong, and a skip would hide it. (Hardware a CI
+    machine has not got, such as a GPU, stays a plain skipif.)"""
+    if condition or not under_ci():
+        return pytest.mark.skipif(not condition, reason=what)
+    return pytest.mark.missing_under_ci(what)
+
+
+def need(condition: bool, what: str) -> None:
+    """`requires` where the condition is known only inside a fixture or test: skip, or under CI
+    fail, right there."""
+    if not condition:
+        if under_ci():
+            pytest.fail(f"CI: {what}", pytrace=False)
+        pytest.skip(what)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "missing_under_ci(what): set by conftest.requires under CI; fails the test")
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture is set up: the test cannot run at all
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("missing_under_ci"):
+        pytest.fail(f"CI: {mark.args[0]}", pytrace=False)
+
+
+def have_chromium() -> bool:
+    """Debian's chromium and chromium-driver, which the browser tests drive."""
+    return shutil.which("chromium") is not None and shutil.which("chromedriver") is not None
+
+
+NEEDS_CHROMIUM = ("needs Debian's chromium and chromium-driver (as root scripts/setup.sh installs them: "
+                  "apt-get install chromium chromium-driver)")
+
+
+def missing_page_library() -> str | None:
+    """The first of the page's npm libraries (seq2seq/deploy/web/assets.json) that `seq2seq export`
+    would not find, or None when all are there."""
+    import json
+
+    from seq2seq.deploy.export import page_modules
+    assets = json.loads((Path(__file__).resolve().parents[1] / "seq2seq" / "deploy" / "web" / "assets.json")
+                        .read_text(encoding="utf-8"))
+    modules = page_modules(assets)
+    return next((str(modules / source) for source in assets["libraries"]["files"].values()
+                 if not (modules / source).is_file()), None)
+
+
 SHARED_MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 SRC_WORDS = ["ka", "lo", "mi", "nu", "pe", "ri", "su", "ta", "vo", "ze", "bai", "dor"]
@@ -65,7 +135,8 @@ def tiny_config_dict(data_dir: Path, **sections) -> dict:
         "tokenizer": {"joint": True, "vocab_size": 64},
         "model": {"encoder": {"cell": "gru", "emb_size": 32, "hidden_size": 32, "dropout": 0.0},
                   "decoder": {"cell": "gru", "emb_size": 32, "hidden_size": 64, "dropout": 0.0}},
-        "training": {"seed": 1, "device": "cpu", "lr": 0.005, "batch_size": 64, "batch_tokens": None,
+        # One thread, as the test process itself runs (above): the same numbers however busy the machine is.
+        "training": {"seed": 1, "device": "cpu", "num_threads": 1, "lr": 0.005, "batch_size": 64, "batch_tokens": None,
                      "max_epochs": 15, "valid_every": 10_000, "log_every": 20, "patience": None, "keep_best": 1},
         "decoding": {"beam_size": 3, "valid_beam_size": 1, "batch_size": 50},
     }
@@ -96,17 +167,23 @@ def multi30k() -> Path:
     return SHARED_MULTI30K
 
 
+CAN_MOUNT = hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount") is not None
+NEEDS_ROOT = "mounting a small tmpfs needs root (and mount)"
+# On the tests that use small_filesystem, so that a skip (listed by -rs) names the test itself.
+needs_root = requires(CAN_MOUNT, NEEDS_ROOT)
+
+
 @contextmanager
 def small_filesystem(path: Path, size: str):
     """A real filesystem of `size` (a tmpfs, e.g. "1m") mounted at `path`, unmounted afterwards:
-    it fills up as a real disk does. Skips the test where mounting is impossible (not root)."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
+    it fills up as a real disk does. Skips the test where mounting is impossible (not root), and
+    fails it under CI, which must run the tests as root so that the full-disk tests run."""
+    need(CAN_MOUNT, NEEDS_ROOT)
     path.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                           capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[0]
+    need(proc.returncode == 0, f"cannot mount a tmpfs here: {reason}")
     try:
         yield path
     finally:

@@ -111,6 +111,7 @@ def test_translate_is_line_for_line(tmp_path, trained_run, sources):
     proc = run_cli("translate", "--model", trained_run, "--input", src, "--output", out, "--beam-size", 2,
                    "--batch-size", 3, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr  # blank inputs give blank outputs: nothing to warn about
     text = out.read_text(encoding="utf-8")
     assert text.endswith("\n")
     hyps = text.split("\n")[:-1]
@@ -125,6 +126,32 @@ def test_translate_is_line_for_line(tmp_path, trained_run, sources):
     assert hyps == expected
     learned = [h == expected_translation(s) for h, s in zip(hyps, lines + [sources[6]]) if s.strip()]
     assert sum(learned) >= len(learned) // 2  # the order is really kept: most lines match their source
+
+
+def test_a_model_that_writes_empty_translations_is_warned_about(tmp_path, trained_run, sources):
+    # A model that ends every sentence at once, as one trained for too few updates does: translate
+    # and evaluate still do their job, line for line, and say on stderr that something is wrong.
+    import shutil
+
+    from seq2seq.run.checkpoint import save_checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    payload = load_checkpoint(run / "best.pt")
+    payload["model"]["decoder.output.bias"][3] = 1e4  # EOS (id 3) before anything else
+    save_checkpoint(run / "best.pt", payload)
+    src, out, ref = tmp_path / "in.txt", tmp_path / "out.txt", tmp_path / "ref.txt"
+    src.write_text("\n".join(["", *sources[:5]]) + "\n")
+    ref.write_text("\n".join(["", *(expected_translation(s) for s in sources[:5])]) + "\n")
+    proc = run_cli("translate", "--model", run, "--input", src, "--output", out, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == "\n" * 6
+    assert f"warning: 5 of 5 non-empty input lines got an empty translation in {out}" in proc.stderr
+    proc = run_cli("evaluate", "--hyp", out, "--ref", ref)
+    assert proc.returncode == 0 and "BLEU" in proc.stdout
+    assert f"warning: 5 of 6 hypotheses in {out} are empty" in proc.stderr
+    good = tmp_path / "good.txt"
+    good.write_text(ref.read_text())
+    assert "warning" not in run_cli("evaluate", "--hyp", good, "--ref", ref).stderr
 
 
 def test_translate_stdout_equals_file_output(tmp_path, trained_run, sources):
@@ -454,20 +481,78 @@ def test_the_readme_setup_starts_with_a_virtual_environment_and_ci_runs_the_same
     assert "-c constraints.txt" in text and "npm ci --prefix web" in text and "chromium" in text
     tests = readme[readme.index("## Tests"):]
     test_command = shell_commands(tests[tests.index("```bash\n") + 8:tests.index("```", tests.index("```bash\n") + 8)])
-    assert test_command == ["python3 -m pytest -q"], test_command
+    # -rs: a reader of the output (CI's above all) sees which tests did not run, and why.
+    assert test_command == ["python3 -m pytest -q -rs"], test_command
     # CI runs the README's set-up commands in the README's order, then its test command, and
-    # installs nothing on its own.
+    # installs nothing on its own. It sets CI when the service has not, before set-up: with it,
+    # set-up and the tests fail where a tool the tests need is missing (the README says so).
     steps = shell_commands((ROOT / ".ci" / "run").read_text())
     assert [step for step in steps if step in commands] == commands, steps
     assert test_command[0] in steps and steps.index(test_command[0]) > steps.index(commands[-1]), steps
     assert not any("pip install" in step or "npm ci" in step or "apt-get" in step for step in steps), steps
+    assert 'export CI="${CI:-true}"' in steps and steps.index('export CI="${CI:-true}"') < steps.index(commands[-1])
+    assert "`CI`" in tests[:tests.index("\n## ")] and "fails instead" in tests[:tests.index("\n## ")]
 
 
-def test_the_quickstart_says_what_the_recipes_reach_and_how_long_they_take():
+def table_row(text: str, label: str) -> list[str]:
+    """The cells after the first of the Markdown table row whose first cell is `label` (bold left out)."""
+    for line in text.splitlines():
+        cells = [cell.strip().strip("*") for cell in line.strip().strip("|").split("|")]
+        if line.lstrip().startswith("|") and cells[0] == label:
+            return cells[1:]
+    raise AssertionError(f"no table row {label!r}")
+
+
+def figures(pattern: str, text: str, what: str) -> tuple[str, ...]:
+    found = re.search(pattern, text)
+    assert found, f"{what}: nothing matches {pattern!r}"
+    return found.groups()
+
+
+def test_the_quickstart_figures_are_those_of_the_write_ups_behind_them():
+    # Each time and score the Quickstart promises is read from the README and must be the one in
+    # the measurement it comes from (the write-up it links, or the one its Results row links), so
+    # a figure edited on one side only, or a write-up that moved, fails here.
     readme = (ROOT / "README.md").read_text()
-    quickstart = readme[readme.index("## Quickstart"):readme.index("## Results")]
-    assert "19.38" in quickstart and "docs/measurements/2026-12-01" in quickstart  # the tiny recipe's measured BLEU
-    assert "38.32" in quickstart and "47.7 minutes" in quickstart  # the base recipe
-    # The recipe, with its time by the README's command and its score (Results [5]).
-    assert "configs/multi30k_en_de_tied_ema.yaml" in quickstart and "43.0 minutes" in quickstart
-    assert "39.06" in quickstart and "38.75" in quickstart
+    prose = " ".join(readme.split())  # sentences whatever their line breaks
+    quickstart = prose[prose.index("## Quickstart"):prose.index("## Results")]
+    results = readme[readme.index("## Results"):readme.index("## Guides")]
+
+    def results_row(config: str) -> str:
+        rows = [line for line in results.splitlines() if line.startswith("|") and f"`{config}`" in line]
+        assert rows, f"no Results row names {config}"
+        return rows[0]
+
+    def write_up(row: str) -> str:
+        [path] = figures(r"\[write-up\]\(([^)]+)\)", row, "the Results row's write-up")
+        return (ROOT / path).read_text()
+
+    # The tiny recipe: beam 5 and greedy BLEU, in the equivalence check of the write-up it links.
+    beam5, greedy, path = figures(r"reaches (\d+\.\d+) BLEU on test_2016_flickr with beam 5 \((\d+\.\d+) greedy; "
+                                  r"\[[^\]]*\]\(([^)]+)\)", quickstart, "the tiny recipe")
+    tiny = (ROOT / path).read_text()
+    assert figures(r"beam 5: byte-identical .* BLEU (\d+\.\d+)", tiny, path) == (beam5,)
+    assert figures(r"beam 1: byte-identical .* BLEU (\d+\.\d+)", tiny, path) == (greedy,)
+
+    # The recipe: epochs and minutes of the README's command, that run's BLEU (cased, lowercased),
+    # and the mean of three seeds; the Results row says the same.
+    config, epochs, minutes, bleu, lowercased, mean = figures(
+        r"`([^`]+)`, trains its (\d+) epochs in (\d+\.\d+) minutes and reached (\d+\.\d+) BLEU "
+        r"\((\d+\.\d+) lowercased; three seeds: (\d+\.\d+) on average", quickstart, "the recipe")
+    assert config == "configs/multi30k_en_de_tied_ema.yaml"
+    row = results_row(config)
+    text = write_up(row)
+    assert figures(r"Training: (\d+) epochs, [\d,]+ updates, \*\*(\d+\.\d+) minutes\*\*", " ".join(text.split()),
+                   "the recipe's write-up") == (epochs, minutes)
+    assert table_row(text, "seed 3, the README's command")[:2] == [bleu, lowercased]
+    assert table_row(text, "mean of 3")[0] == mean
+    assert f"{epochs} epochs ({minutes} minutes of training)" in row and f"**{mean}**" in row, row
+
+    # Its base: BLEU of best.pt with beam 5, and the minutes of training.
+    config, bleu, minutes = figures(r"`([^`]+)`, reached (\d+\.\d+) after (\d+\.\d+) minutes", quickstart, "the base")
+    assert config == "configs/multi30k_en_de.yaml"
+    row = results_row(config)
+    text = write_up(row)
+    assert f"{minutes} minutes of training" in " ".join(text.split())
+    assert table_row(text, "`best.pt` (step 9,080), beam 5")[0] == bleu
+    assert f"{minutes} minutes of training" in row and f"**{bleu}**" in row, row

@@ -123,7 +123,7 @@ def test_the_encoder_rnn_is_not_fp16_under_bf16_and_gradients_match_float32(cell
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_a_training_update_and_a_search_step_do_not_wait_for_the_gpu(cell):
-    from seq2seq.decoding.search import beam_search, greedy_search, max_output_lengths
+    from seq2seq.decoding.search import Sampling, beam_search, greedy_search, max_output_lengths, sample_search
     from seq2seq.training.update import update
     torch.manual_seed(0)
     cfg = ModelConfig(encoder=EncoderConfig(cell=cell, emb_size=16, hidden_size=16, dropout=0.1),
@@ -143,13 +143,19 @@ def test_a_training_update_and_a_search_step_do_not_wait_for_the_gpu(cell):
     assert cuda_waits(updates) == 0
     decoding = model.eval().for_decoding()
     lengths = batch.src_lengths
-    limits = max_output_lengths(lengths, 1.5, 3)
+    # The limits and line numbers live on the device, as translate_ids makes them: the search
+    # itself copies nothing to the device.
+    limits = max_output_lengths(lengths.cuda(), 1.5, 3)
+    lines = torch.arange(len(lengths), device="cuda")
     steps = int(limits.max())
     with torch.no_grad():
-        # One small copy to the host per step, one before the loop and one for the results.
+        # One small copy to the host per step and one for the results: the bound the CPU count
+        # holds the same search to (tests/test_search.py).
         assert 0 < cuda_waits(lambda: beam_search(decoding, batch.src, lengths, beam_size=4,
-                                                  max_lengths=limits)) <= steps + 2
-        assert 0 < cuda_waits(lambda: greedy_search(decoding, batch.src, lengths, max_lengths=limits)) <= steps + 2
+                                                  max_lengths=limits)) <= steps + 1
+        assert 0 < cuda_waits(lambda: greedy_search(decoding, batch.src, lengths, max_lengths=limits)) <= steps + 1
+        assert 0 < cuda_waits(lambda: sample_search(decoding, batch.src, lengths, max_lengths=limits, line_ids=lines,
+                                                    sampling=Sampling(top_k=5))) <= steps + 1
 
 
 def test_ddp_over_nccl_in_two_processes(tmp_path, synthetic_dir):

@@ -16,7 +16,7 @@ from seq2seq.run.rundir import open_run
 from seq2seq.training.validation import read_validation, validation_set
 from seq2seq.training.update import update
 from seq2seq.training.validation import validation_loss
-from test_update import adam, small_batches, small_model
+from test_update import adam, small_batches
 
 
 def test_the_decay_copies_until_start_then_is_capped_early_on():
@@ -26,8 +26,25 @@ def test_the_decay_copies_until_start_then_is_capped_early_on():
     assert ema_decay(10**6, decay=0.999, start=0) == 0.999  # the cap has risen above the decay
 
 
-def test_an_update_of_the_average_reads_nothing_back_from_the_device():
-    model = small_model("lstm")
+def tied_model():
+    """test_update.small_model's LSTM as the recipe builds it: one embedding matrix for both languages
+    (share_embeddings) that is also the decoder's output layer (tie_embeddings)."""
+    from seq2seq.config import DecoderConfig, EncoderConfig, ModelConfig
+    from seq2seq.model.model import build_model
+    torch.manual_seed(0)
+    cfg = ModelConfig(encoder=EncoderConfig(cell="lstm", emb_size=32, hidden_size=16, dropout=0.1),
+                      decoder=DecoderConfig(cell="lstm", emb_size=32, hidden_size=32, num_layers=2, dropout=0.1),
+                      share_embeddings=True, tie_embeddings=True)
+    return build_model(cfg, src_vocab_size=60, tgt_vocab_size=60).train()
+
+
+def the_tied_weights(model) -> list[torch.Tensor]:
+    return [model.encoder.embed.weight, model.decoder.embed.weight, model.decoder.output.weight]
+
+
+def test_the_tied_weights_stay_one_tensor_in_the_average_and_an_update_reads_nothing_back():
+    model = tied_model()
+    assert all(w is model.encoder.embed.weight for w in the_tied_weights(model))
     optimizer = adam(model)
     average = WeightAverage(model, decay=0.99, start=1)
     batches = small_batches(3)
@@ -38,9 +55,16 @@ def test_an_update_of_the_average_reads_nothing_back_from_the_device():
             update(model, optimizer, [batch], clip_norm=1.0, label_smoothing=0.1)
             average.update(step)
     assert counts.syncs == 0, counts.sites
-    # Tied and shared weights stay one tensor in the average's model too; it does not train.
-    assert all(not p.requires_grad for p in average.model.parameters())
-    assert len(average.averaged) == len(list(model.parameters()))
+    # The average's model ties the same weights into one tensor of its own (a copy that untied
+    # them would average three matrices that drift apart, and save three): one averaged entry per
+    # trained parameter, two fewer than the model's weights in the state dict.
+    tied = the_tied_weights(average.model)
+    assert all(w is tied[0] for w in tied) and tied[0] is not model.encoder.embed.weight
+    assert len(average.averaged) == len(list(model.parameters())) == len(model.state_dict()) - 2
+    assert sum(w is tied[0] for w in average.averaged) == 1
+    # The tied tensor is averaged: after the copy at update 1 it moved towards the trained one.
+    assert not torch.equal(tied[0], model.encoder.embed.weight)
+    assert all(not p.requires_grad for p in average.model.parameters())  # the average does not train
 
 
 @pytest.fixture(scope="module")

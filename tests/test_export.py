@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import expected_translation, tiny_config_dict
 from seq2seq.config import config_from_dict
@@ -19,14 +19,14 @@ from seq2seq.run.rundir import open_run
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from seq2seq.deploy.export import export_run  # noqa: E402
+from seq2seq.deploy.export import export_run, summary  # noqa: E402
+from seq2seq.deploy.export_check import INT8_AGREEMENT  # noqa: E402
 from seq2seq.decoding.onnx_model import OnnxModel, verify  # noqa: E402
 from seq2seq.decoding.search import translate_ids  # noqa: E402
 
-# Every cell x attention x input feeding x bidirectional the trainer builds; the layer count
-# alternates so that one and two layers are both covered.
-COMBOS = [(cell, attention, feeding, bidi, 1 + n % 2) for n, (cell, attention, feeding, bidi) in
-          enumerate(itertools.product(("lstm", "gru"), ("additive", "dot", "general"), (True, False), (True, False)))]
+# Every cell x attention x input feeding x bidirectional the trainer builds, each at one and at two
+# layers (48 tiny models, about a second each).
+COMBOS = list(itertools.product(("lstm", "gru"), ("additive", "dot", "general"), (True, False), (True, False), (1, 2)))
 
 
 def combo_id(combo) -> str:
@@ -63,7 +63,13 @@ def both_ways(run_dir: Path, export_dir: Path, src_ids, **options):
 def test_every_architecture_decodes_the_same_with_onnxruntime(combo, synthetic_dir, tmp_path):
     run_dir = train_combo(tmp_path, synthetic_dir, combo)
     manifest = export_run(run_dir, tmp_path / "export", page=False)
-    assert manifest["check"]["max_abs_difference"] <= manifest["check"]["tolerance"]
+    check = manifest["check"]
+    assert check["graphs"] == "float32" and check["max_abs_difference"] <= check["tolerance"]
+    # Every output of both graphs was compared, the states and the input feed included.
+    encoder = [f"encoder.onnx:{n}" for n in ("memory", "keys", "mask", "h", "c", "feed")]
+    step = [f"decoder_step.onnx:{n}" for n in ("log_probs", "h_out", "c_out", "feed_out", "attention")]
+    assert sorted(check["outputs"]) == sorted(encoder + step)
+    assert max(check["outputs"].values()) == check["max_abs_difference"]
     run = open_run(run_dir)
     lines = (synthetic_dir / "test.src").read_text().splitlines()[:20]
     src_ids = [run.src_tok.encode(line) for line in lines]
@@ -139,7 +145,15 @@ def test_int8_export_is_smaller_keeps_every_line_and_solves_the_task(exported, t
     fp32, int8 = exported
     size = lambda d, names=("encoder.onnx", "decoder_step.onnx"): sum((d / n).stat().st_size for n in names)  # noqa: E731
     assert size(int8) < 0.5 * size(fp32)
-    assert json.loads((int8 / "manifest.json").read_text())["quantized"] == "int8"
+    manifest = json.loads((int8 / "manifest.json").read_text())
+    assert manifest["quantized"] == "int8"
+    # The manifest's check is the int8 graphs' own: their greedy agreement with float32 PyTorch and
+    # their differences, which are far beyond the float32 tolerance (not the float32 figures).
+    check, fp32_check = manifest["check"], json.loads((fp32 / "manifest.json").read_text())["check"]
+    assert check["graphs"] == "int8" and check["min_greedy_agreement"] == INT8_AGREEMENT
+    assert check["greedy_agreement"] >= INT8_AGREEMENT and check["decisions"] >= 50
+    assert check["outputs"]["decoder_step.onnx:log_probs"] > fp32_check["tolerance"] > fp32_check["max_abs_difference"]
+    assert "int8 graphs choose float32 PyTorch's greedy piece at" in summary(manifest, int8, quantize="int8")
     run = open_run(trained_run)
     lines = (synthetic_dir / "test.src").read_text().splitlines()
     src_ids = [run.src_tok.encode(line) for line in lines]
@@ -173,6 +187,17 @@ def test_export_into_a_folder_that_holds_other_files_is_refused(trained_run, tmp
         export_run(trained_run, tmp_path, page=False)
 
 
+@pytest.mark.parametrize("where", ["under_a_file", "in_proc"])
+def test_export_into_a_place_that_cannot_be_created_is_one_line(trained_run, tmp_path, where):
+    # /proc accepts no new folders (as a read-only filesystem would not), and a file cannot hold one.
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "a_file" / "export" if where == "under_a_file" else Path("/proc/seq2seq_nowhere/export")
+    proc = run_cli("export", "--model", trained_run, "--out", out)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"seq2seq export: error: {out}: cannot create the export folder (")
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
 def test_a_graph_that_disagrees_with_pytorch_fails_the_export(trained_run, tmp_path, monkeypatch):
     import seq2seq.deploy.export as export
     original = export.StepGraph.forward
@@ -184,6 +209,88 @@ def test_a_graph_that_disagrees_with_pytorch_fails_the_export(trained_run, tmp_p
     monkeypatch.setattr(export.StepGraph, "forward", off_by_a_little)
     with pytest.raises(ExportError, match=r"differ from PyTorch by up to 0\.01"):
         export_run(trained_run, tmp_path / "bad", page=False)
+
+
+@pytest.mark.parametrize("graph, index, output", [("EncoderGraph", 4, "encoder.onnx:c"),
+                                                  ("StepGraph", 2, "decoder_step.onnx:c_out")])
+def test_an_output_that_no_search_reads_is_checked_too(trained_run, tmp_path, monkeypatch, graph, index, output):
+    # The shared run is a GRU, whose c nothing reads: only a check of every output sees it differ
+    # (the step passes c through, so its offset grows by 0.01 a step).
+    import seq2seq.deploy.export as export
+    wrapper = getattr(export, graph)
+    original = wrapper.forward
+
+    def off_by_a_little(self, *inputs):
+        outputs = list(original(self, *inputs))
+        outputs[index] = outputs[index] + 0.01
+        return tuple(outputs)
+
+    monkeypatch.setattr(wrapper, "forward", off_by_a_little)
+    with pytest.raises(ExportError, match=rf"differ from PyTorch by up to 0\.0\d+ \(in {output};"):
+        export_run(trained_run, tmp_path / "bad", page=False)
+    assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_int8_graphs_that_choose_other_pieces_fail_the_export(trained_run, tmp_path, monkeypatch):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    import seq2seq.deploy.export as export
+    quantize = export.quantize_graphs
+
+    def quantize_and_scramble(out: Path) -> None:
+        quantize(out)  # then reverse the order of every int8 weight of the step graph
+        model = onnx.load(str(out / "decoder_step.onnx"))
+        for weights in model.graph.initializer:
+            w = numpy_helper.to_array(weights)
+            if w.dtype == np.int8 and w.size > 1:
+                weights.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(w.reshape(-1)[::-1].reshape(w.shape)),
+                                                         weights.name))
+        onnx.save(model, str(out / "decoder_step.onnx"))
+
+    monkeypatch.setattr(export, "quantize_graphs", quantize_and_scramble)
+    with pytest.raises(ExportError, match=r"int8 graphs choose float32 PyTorch's greedy piece at only .*"
+                                          r"\(required 90%\); export without --quantize"):
+        export_run(trained_run, tmp_path / "bad", quantize="int8", page=False)
+    assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("files"), "lists no files"),
+    (lambda m: m.update(files=[]), "lists no files"),
+    (lambda m: m["files"].update({"../run/best.pt": "0" * 64}), "'../run/best.pt', a path outside the export folder"),
+    (lambda m: m["files"].update({"/etc/hostname": "0" * 64}), "'/etc/hostname', a path outside the export folder"),
+    (lambda m: m["files"].update({"sub\\..\\..\\x": "0" * 64}), "a path outside the export folder"),
+    (lambda m: m["files"].update({"C:/x": "0" * 64}), "a path outside the export folder"),
+    (lambda m: m["files"].pop("decoder_step.onnx"), "does not list decoder_step.onnx among its files"),
+], ids=["no-files", "files-not-a-map", "dot-dot", "absolute", "backslashes", "drive", "unlisted-graph"])
+def test_a_manifest_without_a_file_list_or_with_a_path_outside_its_folder_is_refused(exported, tmp_path, edit,
+                                                                                      message):
+    import shutil
+    from seq2seq.decoding.translator import Translator
+    folder = tmp_path / "copy"
+    shutil.copytree(exported[0], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for load in (verify, lambda f: Translator.load(f, device="cpu")):
+        with pytest.raises(CheckpointError, match=re.escape(message)) as refused:
+            load(folder)
+        assert str(refused.value).startswith(f"{folder / 'manifest.json'}: ") and "\n" not in str(refused.value)
+
+
+def test_the_manifest_lists_the_pieces_never_written(exported, synthetic_dir, tmp_path):
+    from seq2seq.decoding.translator import tag_pieces
+    from seq2seq.training.loop import train
+    assert json.loads((exported[0] / "manifest.json").read_text())["banned"] == []
+    raw = tiny_config_dict(synthetic_dir, training={"max_steps": 5})
+    train_path = str(synthetic_dir / "train")
+    raw["data"]["train"] = [{"path": train_path}, {"path": train_path, "tag": "<bt>"}]
+    train(config_from_dict(raw), tmp_path / "run", quiet=True)
+    manifest = export_run(tmp_path / "run", tmp_path / "export", page=False)
+    tgt_tok = open_run(tmp_path / "run").tgt_tok
+    assert manifest["banned"] == tag_pieces(tgt_tok, ["\u2581<bt>"]) == [tgt_tok.piece_to_id("\u2581<bt>")]
+    assert json.loads((tmp_path / "export" / "manifest.json").read_text())["banned"] == manifest["banned"]
 
 
 def test_translate_and_serve_take_an_export_folder(exported, trained_run, synthetic_dir, tmp_path):

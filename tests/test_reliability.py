@@ -20,7 +20,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import expected_translation, fill_filesystem, small_filesystem, tiny_config_dict, write_synthetic
+from conftest import (expected_translation, fill_filesystem, needs_root, small_filesystem, tiny_config_dict,
+                      write_synthetic)
 from seq2seq.run import checkpoint as checkpoint_module
 from seq2seq.training import checkpoints as checkpoints_module
 from seq2seq.training import update as update_module
@@ -241,6 +242,7 @@ def test_a_real_full_device_gives_the_disk_full_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+@needs_root
 def test_a_real_full_filesystem_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
     # On a real filesystem torch's zip writer turns the full disk into its own RuntimeError
     # ("[enforce fail at inline_container.cc...] unexpected pos ..."), without an errno.
@@ -257,6 +259,7 @@ def test_a_real_full_filesystem_is_one_line_and_keeps_the_previous_checkpoint(tm
         assert sorted(p.name for p in fs.iterdir()) == ["last.pt"], "nothing half-written may stay"
 
 
+@needs_root
 def test_training_on_a_filesystem_that_fills_up_is_one_line(tmp_path, small_data, capsys, monkeypatch):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(small_config(small_data, max_steps=20, save_every_steps=3,

@@ -170,6 +170,7 @@ def test_length_penalty_formula():
 def test_results_do_not_depend_on_the_batch(beam_size):
     sentences = [1, 0, 1, 1, 0]
     together = run(beam_search, sentences, beam_size=beam_size, alpha=1.0)
+    assert len(together) == len(sentences)
     for sent, hyps in zip(sentences, together):
         alone = run(beam_search, [sent], beam_size=beam_size, alpha=1.0)[0]
         assert [(h.tokens, h.score, h.log_prob) for h in hyps] == [(h.tokens, h.score, h.log_prob) for h in alone]
@@ -186,6 +187,7 @@ def test_max_length_is_enforced(search, kwargs):
     max_lengths = torch.tensor([3, 6, 1])
     results = search(model, torch.zeros(3, 1, dtype=torch.long), torch.ones(3, dtype=torch.long),
                      max_lengths=max_lengths, **kwargs)
+    assert len(results) == len(max_lengths)
     for hyps, limit in zip(results, max_lengths.tolist()):
         assert hyps
         assert all(len(h.tokens) <= limit - 1 for h in hyps)  # EOS counts towards the limit
@@ -425,5 +427,6 @@ def test_search_copies_to_the_host_at_most_once_a_step(cell, beam_size, nbest):
         else:
             hyps = beam_search(model, src, lengths, beam_size=beam_size, nbest=nbest, max_lengths=max_lengths)
     assert len({len(h[0].tokens) for h in hyps}) > 1
-    # One copy per step (which sentences are done), and one of the results.
+    # One copy per step (which sentences are done), and one of the results; a blocking copy to the
+    # device (the limits, the line numbers) would count too, as it makes a GPU run wait.
     assert counts.syncs <= steps["n"] + 1, counts.sites

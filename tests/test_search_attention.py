@@ -37,6 +37,7 @@ def test_greedy_attention_matches_its_path_and_changes_nothing_else():
     max_lengths = max_output_lengths(lengths, 1.5, 3)
     plain = greedy_search(model, src, lengths, max_lengths=max_lengths)
     with_attn = greedy_search(model, src, lengths, max_lengths=max_lengths, return_attention=True)
+    assert len(plain) == len(with_attn) == len(lengths)
     for i, (p, h) in enumerate(zip(plain, with_attn)):
         assert p[0].tokens == h[0].tokens and p[0].score == h[0].score and p[0].attention is None
         assert h[0].attention.shape == (len(h[0].tokens) + 1, int(lengths[i]))
@@ -52,6 +53,7 @@ def test_beam_attention_follows_each_hypothesis_through_reordering():
     with_attn = beam_search(model, src, lengths, beam_size=4, max_lengths=max_lengths, nbest=3,
                             return_attention=True)
     checked = 0
+    assert len(plain) == len(with_attn) == len(lengths)
     for i, (ps, hs) in enumerate(zip(plain, with_attn)):
         assert [(h.tokens, h.score) for h in ps] == [(h.tokens, h.score) for h in hs]
         for h in hs:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import small_filesystem, tiny_config_dict, write_synthetic
+from conftest import needs_root, small_filesystem, tiny_config_dict, write_synthetic
 from seq2seq.cli import main
 from seq2seq.config import config_from_dict
 from seq2seq.data import epoch_batches, iterate_batches, tag_sources
@@ -195,6 +195,7 @@ def test_a_full_disk_while_preparing_is_one_line_and_leaves_no_store(tmp_path, s
         prepare(config_from_dict(tiny_config_dict(synthetic_dir)), run, quiet=True)
 
 
+@needs_root
 def test_a_real_full_filesystem_while_preparing_is_one_line_and_leaves_no_store(tmp_path, synthetic_dir, capsys):
     with small_filesystem(tmp_path / "fs", "64k") as fs:
         config = tmp_path / "c.yaml"

@@ -103,6 +103,7 @@ def test_scores_column_and_length_penalty(trained_run, input_file):
     raw = parse_tsv(run_cli("translate", "--model", trained_run, "--input", input_file, "--scores",
                             "--beam-size", 3, "--length-penalty", 0.0, "--device", "cpu").stdout)
     tok = Tokenizer(trained_run / "spm.joint.model")
+    assert len(raw) == len(scored)
     for (text, score), (raw_text, raw_score) in zip(scored, raw):
         assert float(score) <= 0.0
         if text and text == raw_text:

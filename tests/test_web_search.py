@@ -1,7 +1,8 @@
 """The in-browser translator's JavaScript (seq2seq/deploy/web/) against the Python it ports: search.js
 gives search.py's hypotheses and scores on the same scripted model, and text.js with
 @sctg/sentencepiece-js reads and writes text exactly as encode_sources and detokenize do.
-Needs node and `npm ci --prefix web`; skipped without them."""
+The search tests need node only (search.js imports nothing); the text tests also need the page's
+npm libraries (`npm ci --prefix web`). Without them they skip, and under CI fail."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import requires
 from seq2seq.data import detokenize, encode_sources
 from seq2seq.decoding.search import beam_search, greedy_search, max_output_lengths, translate_ids
 from seq2seq.data.tokenizer import Tokenizer, seen_pieces, train_tokenizer
@@ -22,9 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web"
 NODE = shutil.which("node")
 
-pytestmark = pytest.mark.skipif(NODE is None or not (WEB / "node_modules" / "onnxruntime-web").is_dir()
-                                or not (WEB / "node_modules" / "@sctg" / "sentencepiece-js").is_dir(),
-                                reason="needs node and the page's libraries (npm ci --prefix web)")
+pytestmark = requires(NODE is not None, "needs node (Node.js 20 or later) to run the page's JavaScript")
+# text_equal.mjs imports the WebAssembly SentencePiece, which node finds in web/node_modules.
+needs_sentencepiece_js = requires((WEB / "node_modules" / "@sctg" / "sentencepiece-js").is_dir(),
+                                  "needs the page's npm libraries: web/node_modules/@sctg/sentencepiece-js is "
+                                  "missing (npm ci --prefix web)")
 
 
 def run_node(script: str, spec: dict, tmp_path: Path) -> dict:
@@ -154,6 +158,7 @@ def test_search_matches_python(tmp_path):
         assert_same(as_lists(python), js, str(what))
         lengths_seen.update(len(h.tokens) for hyps in python for h in hyps)
     assert len(lengths_seen) > 5, "the scripted model should give outputs of many lengths"
+    assert len(out["max_lengths"]) == len(checks)
     for check, js in zip(checks, out["max_lengths"]):
         python = max_output_lengths(torch.tensor(check["lengths"]), check["ratio"], check["offset"]).tolist()
         assert python == js, f"max_len_ratio {check['ratio']}"
@@ -174,6 +179,34 @@ def test_beam_one_equals_greedy_in_js(tmp_path):
     greedy, beam = out["runs"]
     assert [h[0]["tokens"] for h in greedy] == [h[0]["tokens"] for h in beam]
     assert [h[0]["log_prob"] for h in greedy] == [h[0]["log_prob"] for h in beam]
+
+
+def test_banned_pieces_are_never_chosen_as_in_python(tmp_path):
+    """search.js's withoutPieces (the page's ban of manifest.json's `banned`, the corpus tags) gives
+    the hypotheses and scores of translator.py's WithoutPieces, for greedy and beam search."""
+    from seq2seq.decoding.translator import WithoutPieces
+    table, attention = scripted_tables(6, states=89, vocab=30)
+    model = ScriptedModel(table, attention)
+    # Ban the two pieces the scripted model likes best (EOS aside), so that the ban changes outputs.
+    best = torch.bincount(table.argmax(1), minlength=30)
+    best[3] = -1
+    banned = best.topk(2).indices.tolist()
+    src = sources(random.Random(9), 30, 12, 8)
+    runs, expected = [], []
+    for beam, nbest in ((1, 1), (3, 1), (4, 3)):
+        settings = dict(beam_size=beam, batch_size=5, alpha=1.0, max_len_ratio=1.5, max_len_offset=3, nbest=nbest)
+        unbanned = translate_ids(model, src, **settings)
+        assert any(set(banned) & set(h.tokens) for hyps in unbanned for h in hyps), "the ban should matter"
+        expected.append(translate_ids(WithoutPieces(model, banned), src, **settings))
+        assert not any(set(banned) & set(h.tokens) for hyps in expected[-1] for h in hyps)
+        runs.append({"kind": "translate", "model": 0, "src": src, "beam_size": beam, "batch_size": 5, "alpha": 1.0,
+                     "max_len_ratio": 1.5, "max_len_offset": 3, "nbest": nbest, "return_attention": False,
+                     "banned": banned})
+    out = run_node("search_equal.mjs", {"models": [{"log_probs": table.tolist(), "attention": attention.tolist()}],
+                                        "runs": runs}, tmp_path)
+    assert len(out["runs"]) == len(expected) == len(runs)
+    for run, python, js in zip(runs, expected, out["runs"]):
+        assert_same(as_lists(python), js, f"beam {run['beam_size']}, banned {banned}")
 
 
 # ---- text in and out ----
@@ -213,6 +246,7 @@ def tokenizers(tmp_path_factory):
     return made
 
 
+@needs_sentencepiece_js
 @pytest.mark.parametrize("kind", ["unigram", "bpe"])
 @pytest.mark.parametrize("kept", [False, True])
 def test_text_matches_python(tmp_path, tokenizers, kind, kept):
@@ -233,10 +267,13 @@ def test_text_matches_python(tmp_path, tokenizers, kind, kept):
     spec = {"model": str(path), "src_pieces": tok._spelled if kept else None, "tgt_kept": tok.kept,
             "max_len": max_len, "lines": lines, "tags": [c["src_tag"] for c in cases], "outputs": outputs}
     out = run_node("text_equal.mjs", spec, tmp_path)
+    assert len(out["encoded"]) == len(cases)
     for case, js in zip(cases, out["encoded"]):
+        assert len(js["ids"]) == len(case["ids"]), f"src_tag {case['src_tag']}"
         for n, (p, j) in enumerate(zip(case["ids"], js["ids"])):
             assert p == j, f"src_tag {case['src_tag']}, line {n} {lines[n]!r}"
         assert case["cut"] == js["cut"]
+    assert len(out["texts"]) == len(texts)
     for n, (p, j) in enumerate(zip(texts, out["texts"])):
         assert p == j, f"output {n} {outputs[n]}"
     # Labels of the heatmap: the pieces of a target (kept list) and of a source (spelled map) alike.

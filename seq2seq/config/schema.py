@@ -158,7 +158,7 @@ class ModelConfig:
 class TrainingConfig:
     seed: int = _opt(1, "seed for initialisation, shuffling and dropout", min=0, max=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto picks CUDA when present")
-    num_threads: Optional[int] = _opt(None, "CPU threads for torch (null: torch's default)", min=1,
+    num_threads: Optional[int] = _opt(None, "CPU threads for torch (null: as many as the machine has idle cores when the run starts, shared among the processes torchrun starts on it)", min=1,
                                     max=1024)
     optimizer: Literal["adam", "adamw", "sgd"] = _opt("adam", "optimizer")
     lr: float = _opt(1e-3, "learning rate", min=0.0, max=1e3, min_exclusive=True)

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import torch
 
@@ -100,7 +100,8 @@ def sha256(path: Path) -> str:
 
 def verify(folder: str | Path) -> dict:
     """The manifest of an export folder whose files are all present and unchanged; otherwise a
-    CheckpointError naming the first file that is missing, modified or truncated."""
+    CheckpointError naming the first file that is missing, modified, truncated, unlisted or
+    listed outside the folder (or saying that the manifest lists no files)."""
     folder = Path(folder)
     path = folder / MANIFEST
     try:
@@ -112,7 +113,15 @@ def verify(folder: str | Path) -> dict:
     if not isinstance(manifest.get("format_version"), int) or manifest["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: export format version {manifest.get('format_version')} is newer than this "
                               f"seq2seq understands ({FORMAT_VERSION}); upgrade seq2seq")
-    for name, digest in manifest.get("files", {}).items():
+    files = listed_files(manifest, path)
+    # Every file that open_export loads must be one whose checksum is checked here.
+    tokenizers = manifest.get("tokenizers")
+    needed = [ENCODER, STEP] + (list(tokenizers.values()) if isinstance(tokenizers, dict) else [])
+    unlisted = [name for name in needed if name not in files]
+    if unlisted:
+        raise CheckpointError(f"{path}: does not list {unlisted[0]} among its files, so its checksum cannot be "
+                              f"checked; export the model again")
+    for name, digest in files.items():
         f = folder / name
         if not f.is_file():
             raise CheckpointError(f"{f}: missing from the export folder (the manifest lists it)")
@@ -120,6 +129,24 @@ def verify(folder: str | Path) -> dict:
             raise CheckpointError(f"{f}: modified or truncated (its checksum differs from the manifest's); "
                                   f"export the model again")
     return manifest
+
+
+def listed_files(manifest: dict, path: Path) -> dict[str, str]:
+    """The manifest's files (relative path -> SHA-256); a CheckpointError when it has no such
+    list (nothing could be verified) or lists a path outside its folder (an absolute path or a
+    `..` step: a manifest must not make us read, or vouch for, a file that is not the export's)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise CheckpointError(f"{path}: lists no files with their SHA-256 ('files'), so nothing in the folder "
+                              f"can be verified; export the model again")
+    for name, digest in files.items():
+        # Windows' rules read both / and \ as separators and see drives, so they catch every spelling.
+        parts = PureWindowsPath(name)
+        if not name or parts.drive or parts.root or ".." in parts.parts:
+            raise CheckpointError(f"{path}: lists {name!r}, a path outside the export folder; refusing the export")
+        if not isinstance(digest, str):
+            raise CheckpointError(f"{path}: the SHA-256 of {name!r} is not a string")
+    return files
 
 
 def is_export(path: str | Path) -> bool:

@@ -17,7 +17,7 @@ import torch
 from seq2seq.data import pad
 from seq2seq.decoding.draws import Sampling, draw, uniform
 from seq2seq.model.precision import autocast
-from seq2seq.data.tokenizer import BOS, EOS
+from seq2seq.data.tokenizer import BOS, EOS, PAD
 
 
 T = TypeVar("T", bound="Selectable")
@@ -72,50 +72,51 @@ def length_penalty(length: int | torch.Tensor, alpha: float):
 
 
 def max_output_lengths(src_lengths: torch.Tensor, ratio: float, offset: int) -> torch.Tensor:
-    """Most output pieces (EOS included) allowed per sentence: ratio * source + offset."""
+    """Most output pieces (EOS included) allowed per sentence: ratio * source + offset. The
+    search reads them on the model's device; made from lengths on that device, they cost no copy."""
     return (src_lengths.float() * ratio).long() + offset
 
 
 @torch.no_grad()
 def greedy_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
-                  alpha: float = 0.0, return_attention: bool = False) -> list[list[Hypothesis]]:
+                  alpha: float = 0.0, return_attention: bool = False, cancelled: Stop = None) -> list[list[Hypothesis]]:
     """Pick the most likely piece at every step. Returns one hypothesis per sentence (with its
     attention weights when `return_attention`). One small copy to the host per step (which
     sentences ended) and one for the results."""
     return one_path(model, src, src_lengths, max_lengths=max_lengths, alpha=alpha, return_attention=return_attention,
-                    choose=lambda lp, rows, t: lp.argmax(dim=-1))
+                    choose=lambda lp, rows, t: lp.argmax(dim=-1), cancelled=cancelled)
 
 
 @torch.no_grad()
 def sample_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
                   line_ids: torch.Tensor, sampling: Sampling, alpha: float = 0.0,
-                  return_attention: bool = False) -> list[list[Hypothesis]]:
+                  return_attention: bool = False, cancelled: Stop = None) -> list[list[Hypothesis]]:
     """Draw every piece from the model's distribution (softmax(log-probs / temperature), among
     the top_k most likely when given). line_ids (batch,): each sentence's number in the input.
     The random number of a draw is a hash of (seed, line number, step), not a generator's
     state, so a sentence's translation does not depend on the batch it is in, on the other
     sentences, or on the device. Scores are the model's log-probabilities of the drawn pieces,
     as greedy's. Host copies as greedy_search."""
-    lines = line_ids.to(src.device)
+    lines = line_ids  # (batch,) on the model's device, as max_lengths
 
     def choose(lp: torch.Tensor, rows: torch.Tensor, t: int) -> torch.Tensor:
         return draw(lp.float(), uniform(sampling.seed, lines[rows], t), top_k=sampling.top_k,
                     temperature=sampling.temperature)
     return one_path(model, src, src_lengths, max_lengths=max_lengths, alpha=alpha, return_attention=return_attention,
-                    choose=choose)
+                    choose=choose, cancelled=cancelled)
 
 
 Choose = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+Stop = Optional[Callable[[], bool]]  # `cancelled`, asked once a step: once true, every sentence ends at the next step
 
 
 def one_path(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, max_lengths: torch.Tensor,
-             alpha: float, return_attention: bool, choose: Choose) -> list[list[Hypothesis]]:
+             alpha: float, return_attention: bool, choose: Choose, cancelled: Stop = None) -> list[list[Hypothesis]]:
     """One hypothesis per sentence, extended at every step by the piece that `choose`(log-probs
     (active, vocab), the active sentences' rows (active,), step) picks: greedy and sampling."""
     batch = src.size(0)
     device = src.device
     memory, state = model.start(src, src_lengths)
-    max_lengths = max_lengths.to(device)
     log_probs = torch.zeros(batch, device=device)
     active = torch.arange(batch, device=device)  # original rows still decoding
     prev = torch.full((batch,), BOS, dtype=torch.long, device=device)
@@ -134,6 +135,8 @@ def one_path(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, 
         left = to_host(done).tolist().count(False)  # the step's one copy to the host
         if left == 0:
             break
+        if cancelled is not None and cancelled():  # EOS is forced next step; the caller drops what comes back
+            max_lengths = torch.zeros_like(max_lengths)
         if left < active.numel():
             keep = still_going(done, left)
             active, best = active[keep], best[keep]
@@ -195,7 +198,7 @@ def best_candidates(scores: torch.Tensor, lp: torch.Tensor, count: int, block: i
 @torch.no_grad()
 def beam_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, *, beam_size: int,
                 max_lengths: torch.Tensor, alpha: float = 1.0, nbest: int = 1,
-                return_attention: bool = False) -> list[list[Hypothesis]]:
+                return_attention: bool = False, cancelled: Stop = None) -> list[list[Hypothesis]]:
     """Beam search with a GNMT length penalty. Returns the `nbest` best hypotheses per sentence,
     best first, ranked by log-probability / length_penalty. Live beams are ranked by raw
     log-probability; a sentence stops as soon as its best candidate ends, when no live
@@ -210,7 +213,6 @@ def beam_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, 
     batch, k = src.size(0), beam_size
     device = src.device
     memory, state = _start_beams(model, src, src_lengths, k)
-    max_lengths = max_lengths.to(device)
     active = torch.arange(batch, device=device)  # original sentence of each active row group
     scores, counts, best_done, prev = _first_beams(batch, k, device)
     trail: list[torch.Tensor] = []      # per step (batch, k, TRAIL_FIELDS), see _trail_step
@@ -232,6 +234,8 @@ def beam_search(model: StepModel, src: torch.Tensor, src_lengths: torch.Tensor, 
         left = to_host(done).tolist().count(False)  # the step's one copy to the host
         if left == 0:
             break
+        if cancelled is not None and cancelled():  # EOS is forced next step; the caller drops what comes back
+            max_lengths = torch.zeros_like(max_lengths)
         rows = new_slot + (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, k) parent rows of the survivors
         if left < n:
             keep = still_going(done, left)
@@ -358,12 +362,12 @@ def read_hypotheses(trail: np.ndarray, *, alpha: float, nbest: int, attention: O
 def translate_ids(model: StepModel, src_ids: Sequence[Sequence[int]], *, beam_size: int, batch_size: int,
                   alpha: float, max_len_ratio: float, max_len_offset: int, nbest: int = 1,
                   return_attention: bool = False, precision: str = "fp32", sampling: Optional[Sampling] = None,
-                  line_ids: Optional[Sequence[int]] = None) -> list[list[Hypothesis]]:
+                  line_ids: Optional[Sequence[int]] = None, cancelled: Stop = None) -> list[list[Hypothesis]]:
     """Search every source; results come back in input order. Empty sources give an empty
     hypothesis without running the model. The model's products run in `precision` (under
     torch's autocast on model.device). With `sampling`, each translation is drawn
     (sample_search; beam_size and nbest must be 1), seeded per sentence by its number in
-    `line_ids` (default: its position in `src_ids`)."""
+    `line_ids` (default: its position in `src_ids`). `cancelled`: see Stop."""
     if sampling is not None and (beam_size != 1 or nbest != 1):
         raise ValueError("sampling draws one translation per sentence: beam_size and nbest must be 1")
     lines = torch.tensor(list(line_ids) if line_ids is not None else range(len(src_ids)), dtype=torch.long)
@@ -377,17 +381,20 @@ def translate_ids(model: StepModel, src_ids: Sequence[Sequence[int]], *, beam_si
         chunk = order[start:start + batch_size]
         src = pad([src_ids[i] for i in chunk]).to(device)
         lengths = torch.tensor([len(src_ids[i]) for i in chunk])
-        max_lengths = max_output_lengths(lengths, max_len_ratio, max_len_offset)
+        # Made on the device from the batch itself: a copy of host lengths would make the
+        # host wait for the device (a blocking copy) in every batch.
+        max_lengths = max_output_lengths((src != PAD).sum(1), max_len_ratio, max_len_offset)
         with autocast(precision, device):
             if sampling is not None:
-                hyps = sample_search(model, src, lengths, max_lengths=max_lengths, line_ids=lines[chunk],
-                                     sampling=sampling, alpha=alpha, return_attention=return_attention)
+                hyps = sample_search(model, src, lengths, max_lengths=max_lengths, line_ids=lines[chunk].to(device),
+                                     sampling=sampling, alpha=alpha, return_attention=return_attention,
+                                     cancelled=cancelled)
             elif beam_size == 1 and nbest == 1:
                 hyps = greedy_search(model, src, lengths, max_lengths=max_lengths, alpha=alpha,
-                                     return_attention=return_attention)
+                                     return_attention=return_attention, cancelled=cancelled)
             else:
                 hyps = beam_search(model, src, lengths, beam_size=beam_size, max_lengths=max_lengths,
-                                   alpha=alpha, nbest=nbest, return_attention=return_attention)
+                                   alpha=alpha, nbest=nbest, return_attention=return_attention, cancelled=cancelled)
         for i, h in zip(chunk, hyps):
             results[i] = h
     return results

@@ -16,6 +16,33 @@ from seq2seq.decoding.translator import Translator
 from seq2seq.errors import DataError, DecodingError
 
 
+class EmptyOutputs:
+    """Counts the translations that came out empty for a non-empty input line: a model that
+    learned too little (a training run cut short, on a slow or busy machine) writes one empty
+    line per input, and BLEU 0.00 would be the first sign of it."""
+
+    def __init__(self):
+        self.pending: list[bool] = []  # inputs read and not yet translated: was each non-empty?
+        self.inputs = self.empty = 0   # non-empty inputs translated, and how many came out empty
+
+    def reading(self, texts):
+        for text in texts:
+            self.pending.append(bool(text.strip()))
+            yield text
+
+    def wrote(self, translations: list[str]) -> None:
+        for text in translations:
+            if self.pending.pop(0):
+                self.inputs += 1
+                self.empty += not text.strip()
+
+    def warn(self, output: str) -> None:
+        if self.inputs and self.empty * 2 > self.inputs:
+            print(f"warning: {self.empty:,} of {self.inputs:,} non-empty input lines got an empty translation "
+                  f"in {output}: the model has learned too little (train longer; its train.log says how many "
+                  f"updates it made)", file=sys.stderr)
+
+
 def sampling_from_flags(*, sample: bool, top_k: int | None, temperature: float | None, seed: int | None,
                         beam_size: int | None, nbest: int | None) -> Sampling | None:
     """translate's --sample options as a Sampling, or None; a combination that would be
@@ -84,24 +111,28 @@ def translate_file(translator: Translator, *, input_path: str | None, output_pat
         raise DataError(f"{output_path}: cannot write ({e.strerror})") from None
     bar = tqdm(total=count_lines(input_path) if show_bar else None, disable=not show_bar, unit="sent",
                desc="translating", dynamic_ncols=True, leave=False)
+    empty = EmptyOutputs()
     try:
         with source:
             if not detailed:
                 chunk = 1 if interactive else None
-                for text in translator.translate_stream(lines(source), chunk_lines=chunk, **options):
+                for text in translator.translate_stream(empty.reading(lines(source)), chunk_lines=chunk, **options):
                     out.write(text + "\n")
+                    empty.wrote([text])
                     bar.update(1)
             else:
                 size = 1 if interactive else (options["batch_size"] or translator.config.decoding.batch_size) * 4
                 index = 0
-                for chunk in groups(lines(source), size):
+                for chunk in groups(empty.reading(lines(source)), size):
                     results = translator.translate_detailed(chunk, nbest=nbest or 1, return_attention=bool(attention),
                                                             first_line=index + 1, **options)
                     for hyps in results:
                         write_detailed(out, index, hyps, nbest=nbest, scores=scores, attention=attention)
+                        empty.wrote([hyps[0].text])
                         index += 1
                         bar.update(1)
             out.flush()
+        empty.warn(output_path or "standard output")
     finally:
         bar.close()
         if output_path:

@@ -19,7 +19,7 @@ from seq2seq.model.model import Seq2Seq, resolve_device
 from seq2seq.model.precision import DTYPES, resolve as resolve_precision
 from seq2seq.decoding.onnx_model import Export, is_export
 from seq2seq.run.rundir import BEST, Run, open_run
-from seq2seq.decoding.search import Hypothesis, Sampling, StepModel, translate_ids
+from seq2seq.decoding.search import Hypothesis, Sampling, StepModel, Stop, translate_ids
 from seq2seq.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class Translator:
     def _search(self, src_ids: list[list[int]], *, beam_size: int | None, batch_size: int | None,
                 length_penalty: float | None, max_len_ratio: float | None, nbest: int,
                 return_attention: bool, sampling: Sampling | None = None,
-                first_line: int = 1) -> list[list[Hypothesis]]:
+                first_line: int = 1, cancelled: Stop = None) -> list[list[Hypothesis]]:
         dc = self.config.decoding
         beam = beam_size or dc.beam_size
         if sampling is not None:
@@ -147,7 +147,7 @@ class Translator:
             alpha=dc.length_penalty if length_penalty is None else length_penalty,
             max_len_ratio=dc.max_len_ratio if max_len_ratio is None else max_len_ratio,
             max_len_offset=dc.max_len_offset, nbest=nbest, return_attention=return_attention,
-            precision=self.precision, sampling=sampling,
+            precision=self.precision, sampling=sampling, cancelled=cancelled,
             line_ids=range(first_line - 1, first_line - 1 + len(src_ids)))
 
     def detokenize(self, hyp: Hypothesis) -> str:
@@ -167,7 +167,8 @@ class Translator:
     def translate_detailed(self, lines: Sequence[str], *, nbest: int = 1, return_attention: bool = False,
                            first_line: int = 1, **options) -> list[list[Translation]]:
         """Like translate, but per input a list of up to nbest Translations (best first) with
-        scores, pieces and, with return_attention, the attention weights of each hypothesis."""
+        scores, pieces and, with return_attention, the attention weights of each hypothesis.
+        Option `cancelled` (search.Stop): a service's way to cut short work nobody waits for."""
         src_ids = self.encode_sources(lines, first_line)
         results = self._search(src_ids, nbest=nbest, return_attention=return_attention, first_line=first_line,
                                beam_size=options.pop("beam_size", None), batch_size=options.pop("batch_size", None),

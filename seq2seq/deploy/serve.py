@@ -2,15 +2,18 @@
 
     POST /translate  {"text": "..."} or {"texts": [...]}, optional "beam_size", "nbest",
                      "attention" -> {"translation": ...} or {"translations": [...]}, and "details"
-    GET  /health     200 {"status": "ready"} once the model is loaded, 503 before
+    GET  /health     200 {"status": "ready"} once the model is loaded; 503 {"error": why} before, when
+                     the decoding worker has died, and while the service shuts down
     GET  /info       model, vocabularies, precision, decoding settings, limits
     GET  /           a small web page to try it
 
 Requests are decoded by a Batcher (batching.py), so concurrent requests share batches. A bad
 request gets a 4xx JSON {"error": ...} that says what was wrong and touches nothing else. Under
-overload the service sheds work instead of stalling: beyond its bounded queue a request gets 503
-with Retry-After at once; work of a client that went away, or that passed its --timeout (504), is
-dropped; SIGTERM refuses what waits (503), answers what is being decoded, and exits.
+overload the service sheds work instead of stalling: a request that would wait too long behind the
+work queued and in progress gets 503 with Retry-After at once; work of a client that went away, or
+that passed its --timeout (504), is dropped, within a step of the search when it is being decoded.
+SIGTERM stops accepting (503), answers what was accepted within --shutdown-grace seconds, refuses
+what is left (503), and exits.
 Starlette and uvicorn come with the `serve` extra (pip install 'seq2seq-rnn[serve]').
 """
 from __future__ import annotations
@@ -24,7 +27,9 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any, Sequence
 
-from seq2seq.deploy.batching import Batcher, Expired, Options, Overloaded, ShuttingDown, as_dict
+from seq2seq.deploy.admission import calibrate
+from seq2seq.deploy.batching import (Batcher, Expired, Options, Overloaded, ShuttingDown, WorkerDied,
+                                     as_dict)
 from seq2seq.decoding.onnx_model import is_export, verify
 from seq2seq.decoding.translator import Translator
 from seq2seq.run.rundir import RunDir
@@ -49,7 +54,10 @@ class BadRequest(Exception):
 
 
 KNOWN_KEYS = {"text", "texts", "beam_size", "nbest", "attention"}
-SHUTDOWN_SECONDS = 8  # uvicorn's wait for answers in flight after SIGTERM; then it cancels them
+SHUTDOWN_GRACE = 30.0  # seconds (--shutdown-grace): what orchestrators give by default (Kubernetes' 30 s)
+# uvicorn waits this much longer than the grace for the answers in flight before it cancels them:
+# the batcher refuses what is left when the grace ends, and those answers need a moment to go out.
+SHUTDOWN_MARGIN = 5.0
 
 
 def parse_request(body: bytes, limits: Limits, default_beam: int) -> tuple[list[str], Options, bool]:
@@ -107,12 +115,14 @@ class Service:
 
     def __init__(self, models: Sequence[str], *, load_options: dict, limits: Limits, beam_size: int | None,
                  max_batch: int, max_wait: float, max_queue: int | None = None, max_queue_wait: float | None = None,
-                 timeout: float | None = None):
-        """`max_queue`: most sentences waiting; `max_queue_wait`: most seconds of expected wait;
-        `timeout`: seconds a request may take before it is answered 504 and dropped (None: no bound)."""
+                 timeout: float | None = None, shutdown_grace: float = SHUTDOWN_GRACE):
+        """`max_queue`: most sentences waiting; `max_queue_wait`: most seconds of work ahead of a
+        request; `timeout`: seconds a request may take before it is answered 504 and dropped (None:
+        no bound); `shutdown_grace`: seconds stop() leaves the accepted requests to be answered."""
         self.models, self.load_options, self.limits = list(models), load_options, limits
         self.beam_size, self.max_batch, self.max_wait = beam_size, max_batch, max_wait
         self.max_queue, self.max_queue_wait, self.timeout = max_queue, max_queue_wait, timeout
+        self.shutdown_grace = shutdown_grace
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's, for stop_soon
         self.batcher: Batcher | None = None
         self.translator: Translator | None = None
@@ -124,9 +134,12 @@ class Service:
             target = self.models[0] if len(self.models) == 1 else self.models
             self.translator = Translator.load(target, **self.load_options)
             self.beam_size = self.beam_size or self.translator.config.decoding.beam_size
+            # Before the first request is decoded, admission prices work at the speed of one
+            # decode of made-up sentences here (admission.calibrate); /health waits for it.
+            speed = calibrate(self.translator, self.beam_size)
             self.batcher = Batcher(self.translator, max_batch=self.max_batch, max_wait=self.max_wait,
                                    max_queue=self.max_queue, max_queue_wait=self.max_queue_wait,
-                                   beam_size=self.beam_size)
+                                   beam_size=self.beam_size, seconds_per_unit=speed)
             log.info("model loaded: %s", ", ".join(map(str, self.models)))
         except Exception as e:  # reported by /health and on the console; the service stays up
             self.failure = f"{type(e).__name__}: {e}"
@@ -148,18 +161,20 @@ class Service:
                 "batching": {"max_batch": self.max_batch, "max_wait_ms": self.max_wait * 1000,
                              "batches": self.batcher.batches, "sentences": self.batcher.sentences},
                 "queue": {"max_queue": self.max_queue, "max_queue_wait_s": self.max_queue_wait,
-                          "timeout_s": self.timeout, **self.batcher.counts()},
+                          "timeout_s": self.timeout, "shutdown_grace_s": self.shutdown_grace,
+                          **self.batcher.counts()},
                 "limits": asdict(self.limits)}
 
-    def stop(self) -> None:
-        """Refuse what waits (503) at once; what is being decoded is still answered."""
+    def stop(self, now: bool = False) -> None:
+        """Refuse new requests (503); answer those accepted within shutdown_grace seconds (`now`:
+        none), then refuse what is left (503)."""
         if self.batcher is not None:
-            self.batcher.stop()
+            self.batcher.stop(0.0 if now else self.shutdown_grace)
 
-    def stop_soon(self) -> None:
+    def stop_soon(self, now: bool = False) -> None:
         """stop() from a signal handler: run it on the server's event loop (no locks taken here)."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.stop)
+            self.loop.call_soon_threadsafe(self.stop, now)
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -178,6 +193,8 @@ def build_app(service: Service):
 
     async def health(request):
         waiting = _not_ready(service)
+        if waiting is None and (why := service.batcher.health()) is not None:
+            waiting = _error(503, why)  # a dead worker or a shutdown: a load balancer sends work elsewhere
         return waiting if waiting is not None else JSONResponse({"status": "ready"})
 
     async def info(request):
@@ -196,7 +213,7 @@ def build_app(service: Service):
         service.loop = asyncio.get_running_loop()
         threading.Thread(target=service.load, name="seq2seq-load", daemon=True).start()
         yield
-        # uvicorn has answered the requests in flight (SIGTERM refused the queued ones: stop_soon).
+        # uvicorn has answered the requests in flight (SIGTERM started the grace period: stop_soon).
         await asyncio.get_running_loop().run_in_executor(None, service.close)
 
     routes = [Route("/", page), Route("/health", health), Route("/info", info),
@@ -215,7 +232,7 @@ def _not_ready(service: Service):
     """A 503 answer while the model loads or when it could not be loaded; None once it is ready."""
     if service.failure is not None:
         return _error(503, f"the model could not be loaded: {service.failure}")
-    if service.translator is None:
+    if service.translator is None or service.batcher is None:  # the batcher comes after calibration
         return _error(503, "the model is still loading", retry_after=1)
     return None
 
@@ -234,12 +251,16 @@ async def _translate(service: Service, request):
         return _error(e.status, str(e))
     except ClientDisconnect:
         return _error(400, "the client went away before sending the whole body")
+    if not texts:  # nothing to decode: no reason to queue behind anyone
+        return JSONResponse({"translations": [], "details": []})
     try:
         results = await _decode(service, request, texts, options)
     except Overloaded as e:
         return _error(503, str(e), retry_after=e.retry_after)
     except ShuttingDown as e:
         return _error(503, str(e), retry_after=1)
+    except WorkerDied as e:
+        return _error(503, f"{e}; the service cannot translate until it is restarted")
     except Expired:
         return _error(504, f"not translated within the service's time limit ({service.timeout:g} s, --timeout); "
                            f"the work was dropped")
@@ -310,21 +331,23 @@ def check_models(models: Sequence[str], checkpoint: str) -> None:
 
 def serve(models: Sequence[str], *, host: str = "127.0.0.1", port: int = 8080, load_options: dict,
           limits: Limits, beam_size: int | None, max_batch: int, max_wait: float, max_queue: int | None = None,
-          max_queue_wait: float | None = None, timeout: float | None = None, access_log: bool = False) -> None:
-    """Run the service until SIGINT or SIGTERM: both refuse the queued requests (503), answer
-    those being decoded, and exit within about SHUTDOWN_SECONDS however long the queue."""
+          max_queue_wait: float | None = None, timeout: float | None = None, access_log: bool = False,
+          shutdown_grace: float = SHUTDOWN_GRACE) -> None:
+    """Run the service until SIGINT or SIGTERM: both stop accepting (new connections are refused,
+    requests not yet queued get 503), answer the accepted requests for at most `shutdown_grace`
+    seconds, then refuse what is left (503) and exit. A second signal refuses what is left at once."""
     import uvicorn
     service = Service(models, load_options=load_options, limits=limits, beam_size=beam_size,
                       max_batch=max_batch, max_wait=max_wait, max_queue=max_queue, max_queue_wait=max_queue_wait,
-                      timeout=timeout)
+                      timeout=timeout, shutdown_grace=shutdown_grace)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
-            # uvicorn waits for every request in flight before it shuts the app down; the queued
-            # ones are refused now, so that only the batch being decoded is waited for.
-            service.stop_soon()
+            # uvicorn waits for every request in flight before it shuts the app down; the batcher
+            # answers them within the grace, so that wait ends by then.
+            service.stop_soon(now=self.should_exit)
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(build_app(service), host=host, port=port, log_level="info", access_log=access_log,
-                            timeout_graceful_shutdown=SHUTDOWN_SECONDS, limit_concurrency=1000)
+                            timeout_graceful_shutdown=shutdown_grace + SHUTDOWN_MARGIN, limit_concurrency=1000)
     Server(config).run()

@@ -30,6 +30,7 @@ from seq2seq.training import distributed as dist
 from seq2seq.training.ema import WeightAverage
 from seq2seq.training.finetune import Parent, check_architecture, parent_config
 from seq2seq.training.log import setup_logging
+from seq2seq.training.machine import choose_threads
 from seq2seq.training.schedule import LearningRate
 from seq2seq.training.state import Progress, Session, build_optimizer, continue_parent_state, resume_state
 from seq2seq.training.tokenizer_record import check_tokenizers, record_tokenizers
@@ -133,7 +134,11 @@ def begin(cfg: Config, run_dir: str | Path, *, resume: bool = False, quiet: bool
     open_run_dir(run, cfg, quiet=quiet)
     t = cfg.training
     device = dist.device_for_rank(resolve_device(t.device))
-    if t.num_threads is not None:
+    if device.type == "cpu":
+        threads, why = choose_threads(t.num_threads)
+        torch.set_num_threads(threads)
+        log.info("%d CPU thread(s) (%s)", threads, why)
+    elif t.num_threads is not None:
         torch.set_num_threads(t.num_threads)
 
     valid_src, valid_tgt = read_validation(cfg.data)  # a missing file is found before hours of preparing

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from seq2seq.config import TrainingConfig
 from seq2seq.run.rundir import RunDir
 from seq2seq.training import distributed as dist
+from seq2seq.training.machine import CoreShare
 from seq2seq.training.update import UpdateResult
 
 log = logging.getLogger("seq2seq")
@@ -80,8 +81,10 @@ class TrainLog:
     never waits for the device between them."""
 
     def __init__(self, t: TrainingConfig, progress, run: RunDir | None, *,
-                 on_nonfinite: Callable[[int], None] | None = None, bar: ProgressBar | None = None):
+                 on_nonfinite: Callable[[int], None] | None = None, bar: ProgressBar | None = None,
+                 cores: CoreShare | None = None):
         self.t, self.progress, self.run, self.bar = t, progress, run, bar
+        self.cores = cores                     # a CPU run's check that its threads get their cores
         self.on_nonfinite = on_nonfinite      # called with the step of the last of too many non-finite updates
         self.sums: torch.Tensor | None = None  # (2,) float64 on the device: loss and tokens of applied updates
         self.flags: list[torch.Tensor] = []    # per update since the last settle: 0 applied, 1 skipped, 2 overflow
@@ -145,6 +148,8 @@ class TrainLog:
         loss = self.window_loss()
         log.info("step %d epoch %d: loss %.3f, lr %.2e, %.0f target tok/s, %.1f min%s", p.step, p.epoch, loss, lr,
                  rate, p.elapsed / 60, f"; {self.skipped} updates skipped" if self.skipped else "")
+        if self.cores is not None:
+            self.cores.check(p.step)
         if self.bar is not None:
             self.bar.show(loss=f"{loss:.3f}", tok_s=f"{rate:.0f}",
                           next_valid=f"{t.valid_every - p.step % t.valid_every} steps")

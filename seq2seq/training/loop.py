@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any, Iterator
 
+import torch
+
 from seq2seq.config import TrainingConfig
 from seq2seq.data import epoch_batches, groups, iterate_batches
 from seq2seq.data.batches import Prefetcher
@@ -19,6 +21,7 @@ from seq2seq.training.begin import begin
 from seq2seq.training.checkpoints import (end_of_run, interrupt, save_between_validations, stop_nonfinite,
                                           validate_and_save)
 from seq2seq.training.log import ProgressBar, TrainLog
+from seq2seq.training.machine import CoreShare
 from seq2seq.training.state import Progress, Session
 from seq2seq.training.update import update
 
@@ -37,7 +40,8 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
     """The training loop over a begun run, until a limit, early stopping or a signal."""
     t, p = s.cfg.training, s.progress
     bar = ProgressBar(enabled=not quiet and sys.stderr.isatty() and dist.is_main())
-    logger = TrainLog(t, p, s.run, on_nonfinite=lambda step: stop_nonfinite(s, step), bar=bar)
+    cores = CoreShare(torch.get_num_threads()) if s.device.type == "cpu" else None
+    logger = TrainLog(t, p, s.run, on_nonfinite=lambda step: stop_nonfinite(s, step), bar=bar, cores=cores)
     when, stop = Cadence(t, p), None
     with StopFlag() as signals:
         for group in batch_groups(s, bar):

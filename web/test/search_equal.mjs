@@ -2,7 +2,7 @@
 // tests/test_web_search.py and prints the hypotheses as JSON, for the test to compare with
 // seq2seq/search.py's. Usage: node web/test/search_equal.mjs CASE.json
 import { readFileSync } from "node:fs";
-import { beamSearch, greedySearch, maxOutputLengths, translateIds } from "../../seq2seq/deploy/web/search.js";
+import { beamSearch, greedySearch, maxOutputLengths, translateIds, withoutPieces } from "../../seq2seq/deploy/web/search.js";
 import { ScriptedModel } from "./scripted_model.mjs";
 
 const plain = (hyps) => hyps.map((h) => ({
@@ -14,7 +14,8 @@ const spec = JSON.parse(readFileSync(process.argv[2], "utf-8"));
 const models = spec.models.map((m) => new ScriptedModel(m.log_probs, m.attention));
 const runs = [];
 for (const run of spec.runs) {
-  const model = models[run.model];
+  // A run with `banned` pieces searches the model as the page does with manifest.json's `banned`.
+  const model = run.banned ? withoutPieces(models[run.model], run.banned) : models[run.model];
   let results;
   if (run.kind === "translate") {
     results = await translateIds(model, run.src, {

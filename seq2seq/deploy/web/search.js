@@ -230,6 +230,24 @@ export async function beamSearch(model, src, srcLengths, { beamSize, maxLengths,
 }
 
 /**
+ * `model` whose steps never choose `pieces` (target ids: the corpus tags of manifest.json's
+ * `banned`): their log-probabilities become -Infinity at every step, as translator.py's
+ * WithoutPieces fills them, so every search treats them exactly as search.py does.
+ */
+export function withoutPieces(model, pieces) {
+  if (pieces.length === 0) return model;
+  return {
+    start: (srcRows, srcLengths) => model.start(srcRows, srcLengths),
+    async step(prev, state, memory) {
+      const out = await model.step(prev, state, memory);
+      const logProbs = out.logProbs.slice(); // a copy: the model's array may be a table it reads again
+      for (let r = 0; r < prev.length; r++) for (const id of pieces) logProbs[r * out.vocab + id] = -Infinity;
+      return { ...out, logProbs };
+    },
+  };
+}
+
+/**
  * Search every source (arrays of piece ids); results come back in input order, one list of
  * hypotheses per source. Empty sources give an empty hypothesis without running the model.
  * Sources are sorted by length and searched `batchSize` at a time, as search.py's translate_ids.

@@ -3,12 +3,14 @@
 // onnxruntime-web's WebAssembly backend. Nothing is requested from anywhere else.
 //
 // window.seq2seq = {ready: Promise, translate(lines, {beamSize}) -> Promise<string[]>,
-//                   translateDetailed(lines, {beamSize, attention}), manifest (once ready)}
+//                   translateDetailed(lines, {beamSize, attention}), manifest (once ready),
+//                   checksums (once ready): {verifiedWith: "Web Crypto" | "js-sha256" | null, why}}
 
 import * as ort from "./ort.wasm.min.mjs";
 import { SentencePieceProcessor } from "./sentencepiece.js";
 import { OnnxModel } from "./onnx_model.js";
-import { translateIds } from "./search.js";
+import { translateIds, withoutPieces } from "./search.js";
+import { checkFile, checkFileList, sha256Hasher } from "./checksum.js";
 import { Tokenizer, detokenize, encodeSources, inputLines, modelPieces } from "./text.js";
 
 const FORMAT = "seq2seq-export";
@@ -22,17 +24,11 @@ ort.env.wasm.proxy = false;
 
 const $ = (id) => document.getElementById(id);
 
-async function fetchBytes(name, manifest) {
+async function fetchBytes(name, manifest, hasher) {
   const response = await fetch(new URL(name, HERE));
   if (!response.ok) throw new Error(`${name}: HTTP ${response.status}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
-  const expected = manifest?.files?.[name];
-  // crypto.subtle exists only in secure contexts (https, localhost); elsewhere the check is skipped.
-  if (expected && globalThis.crypto?.subtle) {
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-    const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
-    if (hex !== expected) throw new Error(`${name}: its SHA-256 differs from manifest.json's; copy the export folder again`);
-  }
+  await checkFile(name, bytes, manifest.files, hasher);
   return bytes;
 }
 
@@ -52,9 +48,10 @@ function checkManifest(manifest) {
   if (manifest.format_version !== FORMAT_VERSION) {
     throw new Error(`manifest.json: format_version ${manifest.format_version}; this page reads version ${FORMAT_VERSION}`);
   }
-  for (const key of ["special", "max_src_len", "tokenizers", "decoding"]) {
+  for (const key of ["special", "max_src_len", "tokenizers", "decoding", "banned"]) {
     if (manifest[key] === undefined) throw new Error(`manifest.json: ${key} is missing`);
   }
+  checkFileList(manifest.files);
 }
 
 async function load() {
@@ -62,20 +59,23 @@ async function load() {
   if (!response.ok) throw new Error(`manifest.json: HTTP ${response.status}`);
   const manifest = await response.json();
   checkManifest(manifest);
+  const hasher = await sha256Hasher();
   const names = manifest.tokenizers;
   const [srcBytes, tgtBytes, encoderBytes, decoderBytes] = await Promise.all([
-    fetchBytes(names.source, manifest),
-    names.target === names.source ? null : fetchBytes(names.target, manifest),
-    fetchBytes("encoder.onnx", manifest),
-    fetchBytes("decoder_step.onnx", manifest),
+    fetchBytes(names.source, manifest, hasher),
+    names.target === names.source ? null : fetchBytes(names.target, manifest, hasher),
+    fetchBytes("encoder.onnx", manifest, hasher),
+    fetchBytes("decoder_step.onnx", manifest, hasher),
   ]);
   const srcSp = await loadProcessor(srcBytes, names.source);
   const tgtSp = tgtBytes === null ? srcSp : await loadProcessor(tgtBytes, names.target);
   const srcTok = new Tokenizer(srcSp, modelPieces(srcBytes),
                                { spelled: manifest.src_pieces ?? null, kept: manifest.src_kept ?? null });
   const tgtTok = new Tokenizer(tgtSp, modelPieces(tgtBytes ?? srcBytes), { kept: manifest.tgt_kept ?? null });
-  const model = await OnnxModel.load(ort, encoderBytes, decoderBytes, { pad: manifest.special.pad });
-  return { manifest, srcTok, tgtTok, model };
+  // The corpus tags are banned in the model itself, so greedy and beam search alike never write them.
+  const model = withoutPieces(await OnnxModel.load(ort, encoderBytes, decoderBytes, { pad: manifest.special.pad }),
+                              manifest.banned);
+  return { manifest, srcTok, tgtTok, model, checksums: { verifiedWith: hasher.name, why: hasher.why ?? null } };
 }
 
 const loaded = load();
@@ -120,9 +120,13 @@ async function translate(lines, options = {}) {
   return (await translateDetailed(lines, { beamSize: options.beamSize })).map((t) => t.text);
 }
 
-const ready = loaded.then(({ manifest }) => { window.seq2seq.manifest = manifest; return true; });
+const ready = loaded.then(({ manifest, checksums }) => {
+  window.seq2seq.manifest = manifest;
+  window.seq2seq.checksums = checksums;
+  return true;
+});
 ready.catch(() => {}); // the page shows the error; callers awaiting `ready` still see it
-window.seq2seq = { ready, translate, translateDetailed, manifest: null };
+window.seq2seq = { ready, translate, translateDetailed, manifest: null, checksums: null };
 
 // ---- the page ----
 
@@ -196,6 +200,18 @@ async function onTranslate() {
   }
 }
 
+function showChecksums({ verifiedWith, why }) {
+  const line = $("checksums");
+  line.dataset.verifiedWith = verifiedWith ?? "";
+  if (verifiedWith === null) {
+    line.className = "warning";
+    line.textContent = `The files' SHA-256 checksums could not be checked: ${why}.`;
+  } else {
+    line.textContent = `Every file was checked against manifest.json's SHA-256 checksums (${verifiedWith}` +
+      `${verifiedWith === "js-sha256" ? ": this page is not in a secure context, so Web Crypto is missing" : ""}).`;
+  }
+}
+
 function describe(manifest) {
   const d = manifest.decoding;
   const langs = manifest.src_lang && manifest.tgt_lang ? `${manifest.src_lang} → ${manifest.tgt_lang} · ` : "";
@@ -208,7 +224,8 @@ if (typeof document !== "undefined" && $("translate")) {
   $("translate").disabled = true;
   $("translate").addEventListener("click", onTranslate);
   $("source").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) onTranslate(); });
-  loaded.then(({ manifest }) => {
+  loaded.then(({ manifest, checksums }) => {
+    showChecksums(checksums);
     const beam = $("beam");
     const sizes = new Set([1, 2, 3, 4, 5, 6, 8, 10, 12, 16, manifest.decoding.beam_size]);
     beam.replaceChildren(...[...sizes].sort((a, b) => a - b).map((k) => new Option(String(k), String(k))));
