@@ -420,3 +420,11 @@ def test_a_config_whose_aliases_expand_exponentially_is_refused_at_once(tmp_path
     shared = tmp_path / "shared.yaml"
     shared.write_text("model:\n  encoder: &cell {cell: gru}\n  decoder: *cell\n", encoding="utf-8")
     assert load_config(shared).model.decoder.cell == "gru"
+
+
+def test_the_quickstart_config_gives_the_same_model_on_a_slow_or_busy_machine():
+    # Bounded by updates (epochs of a fixed corpus), never by minutes, and no fixed thread count
+    # that would oversubscribe a machine another program keeps busy (training/machine.py).
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
+    assert cfg.training.max_minutes is None and cfg.training.max_epochs == 4
+    assert cfg.training.num_threads is None
