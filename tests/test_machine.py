@@ -10,6 +10,9 @@ from seq2seq.training.loop import train
 
 def test_threads_follow_the_config_or_the_idle_cores(monkeypatch):
     assert machine.choose_threads(3) == (3, "training.num_threads")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the launcher's choice comes before a guess
+    assert machine.choose_threads(None) == (3, "training.num_threads: null; OMP_NUM_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(machine, "usable_cores", lambda: 8)
     monkeypatch.setattr(machine, "idle_cores", lambda: 3.2)  # another program holds about 5 cores
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

@@ -105,7 +105,7 @@ class RunDir:
 
     @property
     def tokenizer_record(self) -> Path:
-        """The settings and training files the tokenizers were trained from (start.py compares them)."""
+        """The settings and training files the tokenizers were trained from (training/tokenizer_record.py compares them)."""
         return self.path / "spm.settings.json"
 
     def trained(self) -> list[Path]:

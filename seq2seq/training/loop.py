@@ -68,6 +68,9 @@ def fit(s: Session, *, quiet: bool = False) -> dict[str, Any]:
             elif stop is None and not epoch_end and when.save_due():
                 save_between_validations(s, logger, when.saved_at)
                 when.paused()  # nor is writing a checkpoint
+            if epoch_end:  # a new epoch: a new window for tok/s, and the clock restarts
+                logger.start_epoch()
+                when.restart()
             if stop is None and dist.any_rank(signals.signal_name is not None):
                 bar.close()
                 interrupt(s, logger, signals.signal_name)
@@ -131,6 +134,10 @@ class Cadence:
         now = time.perf_counter()
         self.p.elapsed += now - self.clock
         self.clock = now
+
+    def restart(self) -> None:
+        """Between epochs: planning the next one's batches is not training time."""
+        self.clock = time.perf_counter()
 
     def paused(self) -> None:
         """The loop validated or saved, which writes last.pt: the time since the last update is

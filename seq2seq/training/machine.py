@@ -45,11 +45,14 @@ def idle_cores(window: float = 0.3) -> float | None:
 
 
 def choose_threads(configured: int | None) -> tuple[int, str]:
-    """The thread count for a CPU run, and why: training.num_threads when set, otherwise the
-    cores idle right now (at least 1, at most those this process may use), divided among the
+    """The thread count for a CPU run, and why: training.num_threads when set, else
+    OMP_NUM_THREADS when set, otherwise the cores idle right now (at least 1, at most those this process may use), divided among the
     processes torchrun started on this machine."""
     if configured is not None:
         return configured, "training.num_threads"
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        # Whoever launched the run chose already (torchrun and batch systems set it).
+        return int(os.environ["OMP_NUM_THREADS"]), "training.num_threads: null; OMP_NUM_THREADS"
     # Processes that torchrun starts on this machine share its cores.
     processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     usable, idle = usable_cores(), idle_cores()

@@ -1,7 +1,7 @@
 """What a run's tokenizers were trained from, kept beside them (RunDir.tokenizer_record): the
 settings that shape them and the training files' paths, sizes and modification times. A run
 compares it before reusing them, so tokenizers whose settings or data changed are never reused
-silently (start.py calls check_tokenizers before preparing them and record_tokenizers after).
+silently (training/begin.py calls check_tokenizers before preparing them and record_tokenizers after).
 """
 from __future__ import annotations
 

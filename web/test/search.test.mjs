@@ -1,5 +1,5 @@
 // search.js on hand-set probabilities (node --test web/test/search.test.mjs). Its agreement with
-// seq2seq/search.py is tests/test_web_search.py's job; these check the rules on their own.
+// seq2seq/decoding/search.py is tests/test_web_search.py's job; these check the rules on their own.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EOS, beamSearch, bestCandidates, greedySearch, lengthPenalty, maxOutputLengths } from "../../seq2seq/deploy/web/search.js";

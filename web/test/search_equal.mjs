@@ -1,6 +1,6 @@
 // Runs search.js on the scripted model for every run of a case file written by
 // tests/test_web_search.py and prints the hypotheses as JSON, for the test to compare with
-// seq2seq/search.py's. Usage: node web/test/search_equal.mjs CASE.json
+// seq2seq/decoding/search.py's. Usage: node web/test/search_equal.mjs CASE.json
 import { readFileSync } from "node:fs";
 import { beamSearch, greedySearch, maxOutputLengths, translateIds, withoutPieces } from "../../seq2seq/deploy/web/search.js";
 import { ScriptedModel } from "./scripted_model.mjs";

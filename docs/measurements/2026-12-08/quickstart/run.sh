@@ -21,5 +21,5 @@ python3 -m http.server --directory runs/tiny_web --bind 127.0.0.1 8765 >/dev/nul
 trap 'kill $server 2>/dev/null' EXIT
 sleep 1
 curl -s -o /dev/null -w "page: HTTP %{http_code}, %{size_download} bytes\n" http://127.0.0.1:8765/ | tee -a "$out/steps.txt"
-grep -E "training finished|CPU thread" runs/tiny/train.log | cut -d' ' -f3- | tee "$out/train_summary.txt"
+grep -E "training finished|CPU thread|cores between" runs/tiny/train.log | cut -d' ' -f3- | tee "$out/train_summary.txt"
 git status --short --ignored | tee "$out/git_status.txt"   # what the commands wrote: all of it ignored

@@ -15,7 +15,7 @@ common=(--set data.train="$data/train" --set data.valid="$data/val" --set data.t
         --set training.save_every_minutes=null --set training.device=cpu --quiet)
 cfg=$code/configs/tiny.yaml
 if [ -z "${3:-}" ]; then
-  s2s train "$cfg" --run-dir "$out/gru" "${common[@]}"
+  s2s train "$cfg" --run-dir "$out/gru" "${common[@]}" --set training.max_steps=400  # crosses the end of epoch 1 (318 updates)
   s2s train "$cfg" --run-dir "$out/gru_s2" "${common[@]}" --set training.seed=2 --set training.max_steps=100
   s2s train "$cfg" --run-dir "$out/lstm" "${common[@]}" \
     --set model.encoder.cell=lstm --set model.decoder.cell=lstm \
