@@ -282,3 +282,14 @@ def test_the_checksums_outside_secure_contexts_in_node():
     done = subprocess.run(["node", "--test", str(root / "web" / "test" / "checksum.test.mjs")], capture_output=True,
                           text=True, timeout=120, cwd=root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_both_pages_draw_attention_with_one_heatmap():
+    # The service's page (/) and the exported page import the same module; neither keeps a copy.
+    import seq2seq.deploy as deploy
+    here = Path(deploy.__file__).parent
+    service, exported = (here / "serve_page.html").read_text(), (here / "web" / "translator.js").read_text()
+    assert 'from "/heatmap.js"' in service and 'from "./heatmap.js"' in exported
+    assert "function heatmap" not in service and "function heatmap" not in exported
+    assert "export function heatmap" in (here / "web" / "heatmap.js").read_text()
+    assert "heatmap.js" in json.loads((here / "web" / "assets.json").read_text())["page"]

@@ -185,7 +185,7 @@ def build_app(service: Service):
     """The Starlette application around `service`: its routes, its lifespan (the model loads in
     a thread at start-up and the batcher closes at shutdown) and a JSON 500 for a bug."""
     from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
     async def translate(request):
@@ -204,6 +204,10 @@ def build_app(service: Service):
     async def page(request):
         return HTMLResponse(resources.files("seq2seq.deploy").joinpath("serve_page.html").read_text(encoding="utf-8"))
 
+    async def heatmap_js(request):  # the attention heatmap the exported page uses too
+        return Response(resources.files("seq2seq.deploy").joinpath("web", "heatmap.js").read_text(encoding="utf-8"),
+                        media_type="text/javascript")
+
     async def server_error(request, exc):
         log.exception("error while answering %s", request.url.path)
         return _error(500, f"internal error: {type(exc).__name__}")
@@ -216,7 +220,7 @@ def build_app(service: Service):
         # uvicorn has answered the requests in flight (SIGTERM started the grace period: stop_soon).
         await asyncio.get_running_loop().run_in_executor(None, service.close)
 
-    routes = [Route("/", page), Route("/health", health), Route("/info", info),
+    routes = [Route("/", page), Route("/heatmap.js", heatmap_js), Route("/health", health), Route("/info", info),
               Route("/translate", translate, methods=["POST"])]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: server_error})
 

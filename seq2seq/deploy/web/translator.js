@@ -11,6 +11,7 @@ import { SentencePieceProcessor } from "./sentencepiece.js";
 import { OnnxModel } from "./onnx_model.js";
 import { translateIds, withoutPieces } from "./search.js";
 import { checkFile, checkFileList, sha256Hasher } from "./checksum.js";
+import { heatmap } from "./heatmap.js";
 import { Tokenizer, detokenize, encodeSources, inputLines, modelPieces } from "./text.js";
 
 const FORMAT = "seq2seq-export";
@@ -130,33 +131,6 @@ window.seq2seq = { ready, translate, translateDetailed, manifest: null, checksum
 
 // ---- the page ----
 
-function heatmap(t) {
-  // Rows: output pieces (EOS last); columns: source pieces; darker = more attention.
-  const table = document.createElement("table");
-  table.className = "heat";
-  const head = table.insertRow();
-  head.appendChild(document.createElement("th"));
-  for (const piece of t.srcPieces) {
-    const th = document.createElement("th");
-    th.textContent = piece;
-    head.appendChild(th);
-  }
-  const rows = t.tgtPieces.concat(["</s>"]);
-  t.attention.forEach((weights, i) => {
-    const tr = table.insertRow();
-    const th = document.createElement("th");
-    th.className = "row";
-    th.textContent = rows[i];
-    tr.appendChild(th);
-    for (const w of weights) {
-      const td = tr.insertCell();
-      td.style.background = `rgba(30, 80, 200, ${w})`;
-      td.title = w.toFixed(3);
-    }
-  });
-  return table;
-}
-
 function showLine(t, n) {
   const item = document.createElement("div");
   item.className = "line";
@@ -171,7 +145,7 @@ function showLine(t, n) {
     const details = document.createElement("details");
     const summary = document.createElement("summary");
     summary.textContent = `attention · score ${t.score.toFixed(3)}${t.cut ? " · source cut to the model's limit" : ""}`;
-    details.append(summary, heatmap(t));
+    details.append(summary, heatmap(t.srcPieces, t.tgtPieces.concat(["</s>"]), t.attention)); // EOS last
     item.appendChild(details);
   }
   return item;
