@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT / "experiments"))  # finetune_experiment, beside thi
 from finetune_experiment import run, score, subset  # noqa: E402
 from seq2seq.config import RUN_CONFIG_FILE, dump_yaml, to_dict  # noqa: E402
 from seq2seq.data import read_lines  # noqa: E402
+from seq2seq.decoding.onnx_model import sha256  # noqa: E402  (a file's checksum, as export manifests use)
 from seq2seq.training.begin import load_run_config  # noqa: E402
 
 SETTINGS = ("alone", "bt_sample_tag", "bt_beam", "bt_topk_tag", "bt_sample", "bt_beam_tag", "bt_topk")
@@ -174,14 +175,6 @@ def main() -> int:
         for job in [*futures.values(), *runs]:
             job.result()  # raises the first failure
     return 0
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Plan:
